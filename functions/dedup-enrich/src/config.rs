@@ -1,0 +1,223 @@
+//! The function's environment contract, read and checked once at init.
+
+use std::time::Duration;
+
+use sightline_core::packing::MAX_EVENTS_PER_PACKED_RECORD;
+use thiserror::Error;
+
+pub const ENV_DEDUP_TABLE: &str = "DEDUP_TABLE";
+pub const ENV_DELIVERY_STREAM: &str = "DELIVERY_STREAM";
+pub const ENV_QUARANTINE_BUCKET: &str = "QUARANTINE_BUCKET";
+pub const ENV_QUARANTINE_PREFIX: &str = "QUARANTINE_PREFIX";
+pub const ENV_DEDUP_WINDOW_SECS: &str = "DEDUP_WINDOW_SECS";
+pub const ENV_CLAIM_CONCURRENCY: &str = "CLAIM_CONCURRENCY";
+pub const ENV_PACK_MAX_EVENTS: &str = "PACK_MAX_EVENTS";
+pub const ENV_DEADLINE_RESERVE_MS: &str = "DEADLINE_RESERVE_MS";
+pub const ENV_METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
+pub const ENV_AWS_CALL_TIMEOUT_MS: &str = "AWS_CALL_TIMEOUT_MS";
+pub const ENV_S3_FORCE_PATH_STYLE: &str = "S3_FORCE_PATH_STYLE";
+
+/// Every variable the function reads, for the infra consistency checks.
+pub const ENV_VARS: [&str; 11] = [
+    ENV_DEDUP_TABLE,
+    ENV_DELIVERY_STREAM,
+    ENV_QUARANTINE_BUCKET,
+    ENV_QUARANTINE_PREFIX,
+    ENV_DEDUP_WINDOW_SECS,
+    ENV_CLAIM_CONCURRENCY,
+    ENV_PACK_MAX_EVENTS,
+    ENV_DEADLINE_RESERVE_MS,
+    ENV_METRICS_NAMESPACE,
+    ENV_AWS_CALL_TIMEOUT_MS,
+    ENV_S3_FORCE_PATH_STYLE,
+];
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required but not set")]
+    Missing(&'static str),
+    #[error("environment variable {name}={value:?} is invalid: {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub dedup_table: String,
+    pub delivery_stream: String,
+    pub quarantine_bucket: String,
+    pub quarantine_prefix: String,
+    pub dedup_window_secs: i64,
+    pub claim_concurrency: usize,
+    pub pack_max_events: usize,
+    pub deadline_reserve_ms: i64,
+    pub metrics_namespace: String,
+    pub aws_call_timeout: Duration,
+    pub s3_force_path_style: bool,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads through `lookup` so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
+        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+        let number = |name: &'static str,
+                      default: i64,
+                      min: i64,
+                      max: i64,
+                      expected: &'static str| {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or(ConfigError::Invalid {
+                        name,
+                        value: v,
+                        expected,
+                    }),
+            }
+        };
+        let mut quarantine_prefix =
+            get(ENV_QUARANTINE_PREFIX).unwrap_or_else(|| "quarantine/".to_string());
+        if !quarantine_prefix.ends_with('/') {
+            quarantine_prefix.push('/');
+        }
+        let endpoint_set =
+            lookup("AWS_ENDPOINT_URL").is_some() || lookup("AWS_ENDPOINT_URL_S3").is_some();
+        let s3_force_path_style = match get(ENV_S3_FORCE_PATH_STYLE).as_deref() {
+            None => endpoint_set,
+            Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            Some(v) => {
+                return Err(ConfigError::Invalid {
+                    name: ENV_S3_FORCE_PATH_STYLE,
+                    value: v.to_string(),
+                    expected: "true or false",
+                });
+            }
+        };
+        Ok(Config {
+            dedup_table: required(ENV_DEDUP_TABLE)?,
+            delivery_stream: required(ENV_DELIVERY_STREAM)?,
+            quarantine_bucket: required(ENV_QUARANTINE_BUCKET)?,
+            quarantine_prefix,
+            dedup_window_secs: number(
+                ENV_DEDUP_WINDOW_SECS,
+                86_400,
+                60,
+                366 * 86_400,
+                "seconds between 60 and 31622400",
+            )?,
+            claim_concurrency: number(
+                ENV_CLAIM_CONCURRENCY,
+                64,
+                1,
+                1_000,
+                "an integer from 1 to 1000",
+            )? as usize,
+            pack_max_events: number(
+                ENV_PACK_MAX_EVENTS,
+                MAX_EVENTS_PER_PACKED_RECORD as i64,
+                1,
+                MAX_EVENTS_PER_PACKED_RECORD as i64,
+                "an integer from 1 to 500 (1 disables packing)",
+            )? as usize,
+            deadline_reserve_ms: number(
+                ENV_DEADLINE_RESERVE_MS,
+                2_000,
+                0,
+                60_000,
+                "milliseconds from 0 to 60000",
+            )?,
+            metrics_namespace: get(ENV_METRICS_NAMESPACE).unwrap_or_else(|| "Sightline".into()),
+            aws_call_timeout: Duration::from_millis(number(
+                ENV_AWS_CALL_TIMEOUT_MS,
+                5_000,
+                100,
+                60_000,
+                "milliseconds from 100 to 60000",
+            )? as u64),
+            s3_force_path_style,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    const BASE: [(&str, &str); 3] = [
+        ("DEDUP_TABLE", "t"),
+        ("DELIVERY_STREAM", "d"),
+        ("QUARANTINE_BUCKET", "q"),
+    ];
+
+    #[test]
+    fn defaults_apply_when_only_required_variables_are_set() {
+        let c = Config::from_lookup(env(&BASE)).expect("valid");
+        assert_eq!(c.dedup_window_secs, 86_400);
+        assert_eq!(c.claim_concurrency, 64);
+        assert_eq!(c.pack_max_events, 500);
+        assert_eq!(c.quarantine_prefix, "quarantine/");
+        assert!(!c.s3_force_path_style);
+    }
+
+    #[test]
+    fn a_missing_required_variable_is_named() {
+        let err = Config::from_lookup(env(&BASE[..2])).expect_err("missing");
+        assert_eq!(err, ConfigError::Missing("QUARANTINE_BUCKET"));
+        assert!(err.to_string().contains("QUARANTINE_BUCKET"));
+    }
+
+    #[test]
+    fn an_invalid_variable_is_named_with_its_value() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("PACK_MAX_EVENTS", "501"));
+        let err = Config::from_lookup(env(&pairs)).expect_err("invalid");
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "PACK_MAX_EVENTS",
+                ..
+            }
+        ));
+        let mut pairs = BASE.to_vec();
+        pairs.push(("CLAIM_CONCURRENCY", "lots"));
+        let msg = Config::from_lookup(env(&pairs))
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            msg.contains("CLAIM_CONCURRENCY") && msg.contains("lots"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_emulator_endpoint_switches_s3_to_path_style() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"));
+        pairs.push(("QUARANTINE_PREFIX", "bad"));
+        let c = Config::from_lookup(env(&pairs)).expect("valid");
+        assert!(c.s3_force_path_style);
+        assert_eq!(c.quarantine_prefix, "bad/");
+    }
+}

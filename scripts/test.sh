@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: format, lints, unit and property tests,
+# integration tests against a local moto server, the cargo-lambda loop, and the
+# infrastructure checks. Installs what it needs (Python tools into a venv).
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$ROOT"
+started=$SECONDS
+
+ensure_venv
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "starting moto"
+endpoint="$("$ROOT/scripts/moto.sh" start)"
+trap '"$ROOT/scripts/moto.sh" stop' EXIT
+export SIGHTLINE_AWS_ENDPOINT="$endpoint"
+log "moto at $endpoint"
+
+log "cargo test (unit, property, integration against moto)"
+cargo test --workspace --locked
+
+if [ -x "$ROOT/scripts/lambda-loop-test.sh" ]; then
+  log "cargo lambda watch + invoke"
+  "$ROOT/scripts/lambda-loop-test.sh"
+fi
+
+if [ -x "$ROOT/scripts/check-infra.sh" ]; then
+  log "infrastructure checks"
+  "$ROOT/scripts/check-infra.sh"
+fi
+
+log "all checks passed in $((SECONDS - started))s"

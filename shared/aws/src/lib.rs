@@ -1,0 +1,13 @@
+//! Adapters from Sightline's ports to AWS: DynamoDB claims, Firehose delivery and
+//! S3 quarantine, plus building the SDK clients once.
+
+pub mod clients;
+pub mod dynamo;
+pub mod error;
+pub mod firehose;
+pub mod s3;
+
+pub use clients::{AwsClients, ClientSettings};
+pub use dynamo::DynamoClaimStore;
+pub use firehose::FirehoseBatchPort;
+pub use s3::S3Quarantine;

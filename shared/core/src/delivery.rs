@@ -1,0 +1,159 @@
+//! An [`EventSink`] over any `PutRecordBatch`-shaped port: packs events, splits
+//! calls at the service limits, and re-sends only the entries that failed.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use thiserror::Error;
+
+use crate::model::OutputEvent;
+use crate::packing::{PackConfig, chunk_calls, pack};
+use crate::ports::{Delivery, EventSink, PortError};
+use crate::retry::{Classify, ErrorClass, Retrier, classify_aws};
+
+/// Why one entry of a batch call was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryFailure {
+    pub code: String,
+    pub message: String,
+}
+
+/// One `PutRecordBatch`-like call: per entry, `None` when accepted.
+pub trait RecordBatchPort: Send + Sync {
+    type Error: PortError;
+
+    fn put_record_batch<'a>(
+        &'a self,
+        records: &'a [&'a [u8]],
+    ) -> impl Future<Output = Result<Vec<Option<EntryFailure>>, Self::Error>> + Send + 'a;
+}
+
+#[derive(Debug, Error)]
+pub enum PackedSinkError<E: std::error::Error + 'static> {
+    #[error("delivery call failed")]
+    Call(#[source] E),
+    #[error("{failed} record(s) rejected by the delivery stream: {code}: {message}")]
+    Rejected {
+        failed: usize,
+        code: String,
+        message: String,
+    },
+    #[error("delivery stream answered {got} results for {sent} records")]
+    ResultCount { sent: usize, got: usize },
+    #[error("could not encode events")]
+    Encode(#[source] serde_json::Error),
+}
+
+impl<E: std::error::Error + Classify + 'static> Classify for PackedSinkError<E> {
+    fn class(&self) -> ErrorClass {
+        match self {
+            PackedSinkError::Call(e) => e.class(),
+            // Entry-level failures are capacity or internal faults: retry them.
+            PackedSinkError::Rejected { code, .. } => match classify_aws(Some(code), None) {
+                ErrorClass::Permanent => ErrorClass::Transient,
+                c => c,
+            },
+            PackedSinkError::ResultCount { .. } => ErrorClass::Transient,
+            PackedSinkError::Encode(_) => ErrorClass::Permanent,
+        }
+    }
+}
+
+/// Packs and delivers events through a [`RecordBatchPort`].
+pub struct PackedSink<P> {
+    pub port: P,
+    pub pack: PackConfig,
+}
+
+impl<P: RecordBatchPort> PackedSink<P> {
+    pub fn new(port: P, pack: PackConfig) -> Self {
+        PackedSink { port, pack }
+    }
+
+    async fn deliver_packed(
+        &self,
+        events: &[OutputEvent<'_>],
+        retrier: &Retrier<'_>,
+    ) -> Delivery<PackedSinkError<P::Error>> {
+        let records = match pack(events, self.pack) {
+            Ok(r) => r,
+            Err(e) => {
+                return Delivery {
+                    accepted: vec![false; events.len()],
+                    error: Some(PackedSinkError::Encode(e)),
+                };
+            }
+        };
+        let done: Vec<AtomicBool> = records.iter().map(|_| AtomicBool::new(false)).collect();
+        let mut error = None;
+        for call in chunk_calls(&records) {
+            let pending = Mutex::new(call.collect::<Vec<usize>>());
+            let attempt = || async {
+                let idx = lock(&pending).clone();
+                let data: Vec<&[u8]> = idx.iter().map(|i| records[*i].data.as_slice()).collect();
+                let results = self
+                    .port
+                    .put_record_batch(&data)
+                    .await
+                    .map_err(PackedSinkError::Call)?;
+                if results.len() != idx.len() {
+                    return Err(PackedSinkError::ResultCount {
+                        sent: idx.len(),
+                        got: results.len(),
+                    });
+                }
+                let mut still = Vec::new();
+                let mut first = None;
+                for (i, r) in idx.into_iter().zip(results) {
+                    match r {
+                        None => done[i].store(true, Ordering::Relaxed),
+                        Some(f) => {
+                            still.push(i);
+                            first.get_or_insert(f);
+                        }
+                    }
+                }
+                let failed = still.len();
+                *lock(&pending) = still;
+                match first {
+                    None => Ok(()),
+                    Some(f) => Err(PackedSinkError::Rejected {
+                        failed,
+                        code: f.code,
+                        message: f.message,
+                    }),
+                }
+            };
+            if let Err(e) = retrier.run(attempt).await {
+                // Nothing after a failed call may be delivered in this invocation.
+                error = Some(e);
+                break;
+            }
+        }
+        let mut accepted = vec![false; events.len()];
+        for (r, ok) in records.iter().zip(&done) {
+            if ok.load(Ordering::Relaxed) {
+                accepted[r.events.clone()].fill(true);
+            }
+        }
+        Delivery { accepted, error }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means another attempt panicked mid-update; the data is a plain Vec.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<P: RecordBatchPort> EventSink for PackedSink<P> {
+    type Error = PackedSinkError<P::Error>;
+
+    fn deliver<'a>(
+        &'a self,
+        events: &'a [OutputEvent<'a>],
+        retrier: &'a Retrier<'a>,
+    ) -> impl Future<Output = Delivery<Self::Error>> + Send + 'a {
+        self.deliver_packed(events, retrier)
+    }
+}

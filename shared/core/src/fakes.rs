@@ -1,0 +1,353 @@
+//! In-memory fakes of the ports, with seeded fault injection. For unit and
+//! property tests of the batch logic only; integration tests use moto.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use thiserror::Error;
+
+use crate::delivery::{EntryFailure, RecordBatchPort};
+use crate::ports::{
+    Checkpoint, ClaimOutcome, ClaimRequest, ClaimStore, ExistingClaim, QuarantineStore,
+};
+use crate::retry::{Classify, ErrorClass};
+use crate::time::Clock;
+
+/// An injected failure.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("injected {op} fault ({class:?}, applied: {applied})")]
+pub struct FakeError {
+    pub op: &'static str,
+    pub class: ErrorClass,
+    /// True when the operation took effect before the error (a lost answer).
+    pub applied: bool,
+}
+
+impl Classify for FakeError {
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+}
+
+/// Per-operation fault probabilities, drawn from one seeded generator.
+#[derive(Debug)]
+pub struct Faults {
+    rng: Mutex<fastrand::Rng>,
+    rates: Mutex<HashMap<&'static str, (f64, f64)>>,
+}
+
+impl Faults {
+    pub fn none() -> Self {
+        Faults::seeded(0)
+    }
+
+    pub fn seeded(seed: u64) -> Self {
+        Faults {
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+            rates: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `op` fails before acting with probability `before`, and acts then loses
+    /// its answer with probability `after`.
+    pub fn set(&self, op: &'static str, before: f64, after: f64) {
+        lock(&self.rates).insert(op, (before, after));
+    }
+
+    fn draw(&self, op: &'static str) -> Option<bool> {
+        let (before, after) = lock(&self.rates).get(op).copied().unwrap_or((0.0, 0.0));
+        let x = lock(&self.rng).f64();
+        if x < before {
+            Some(false)
+        } else if x < before + after {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    fn chance(&self, p: f64) -> bool {
+        p > 0.0 && lock(&self.rng).f64() < p
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn fault(op: &'static str, applied: bool) -> FakeError {
+    FakeError {
+        op,
+        class: ErrorClass::Transient,
+        applied,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimItem {
+    pub owner: String,
+    pub expires_at: i64,
+    pub delivered: bool,
+    pub batch_first_sequence: String,
+}
+
+/// The claim table, with DynamoDB's condition semantics.
+#[derive(Debug)]
+pub struct MemoryStore {
+    pub claims: Mutex<HashMap<i64, ClaimItem>>,
+    pub checkpoints: Mutex<HashMap<(String, String), Checkpoint>>,
+    pub faults: Faults,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new(Faults::none())
+    }
+}
+
+impl MemoryStore {
+    pub fn new(faults: Faults) -> Self {
+        MemoryStore {
+            claims: Mutex::new(HashMap::new()),
+            checkpoints: Mutex::new(HashMap::new()),
+            faults,
+        }
+    }
+
+    fn act<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> Result<T, FakeError> {
+        match self.faults.draw(op) {
+            Some(false) => Err(fault(op, false)),
+            Some(true) => {
+                f();
+                Err(fault(op, true))
+            }
+            None => Ok(f()),
+        }
+    }
+}
+
+impl ClaimStore for MemoryStore {
+    type Error = FakeError;
+
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<ClaimOutcome, FakeError> {
+        self.act("claim", || {
+            let mut claims = lock(&self.claims);
+            match claims.get(&req.event_id) {
+                Some(old) if old.expires_at >= req.now_secs => ClaimOutcome::Held(ExistingClaim {
+                    owner: old.owner.clone(),
+                    delivered: old.delivered,
+                    batch_first_sequence: Some(old.batch_first_sequence.clone()),
+                }),
+                old => {
+                    let took_over_expired = old.is_some();
+                    claims.insert(
+                        req.event_id,
+                        ClaimItem {
+                            owner: req.owner.to_string(),
+                            expires_at: req.expires_at,
+                            delivered: false,
+                            batch_first_sequence: req.batch_first_sequence.to_string(),
+                        },
+                    );
+                    ClaimOutcome::Claimed { took_over_expired }
+                }
+            }
+        })
+    }
+
+    async fn mark_delivered(&self, event_id: i64, owner: &str) -> Result<(), FakeError> {
+        self.act("mark", || {
+            if let Some(c) = lock(&self.claims).get_mut(&event_id)
+                && c.owner == owner
+            {
+                c.delivered = true;
+            }
+        })
+    }
+
+    async fn release(&self, event_id: i64, owner: &str) -> Result<(), FakeError> {
+        self.act("release", || {
+            let mut claims = lock(&self.claims);
+            if claims
+                .get(&event_id)
+                .is_some_and(|c| c.owner == owner && !c.delivered)
+            {
+                claims.remove(&event_id);
+            }
+        })
+    }
+
+    async fn get_checkpoint(
+        &self,
+        shard_id: &str,
+        first_sequence: &str,
+        now_secs: i64,
+    ) -> Result<Option<Checkpoint>, FakeError> {
+        self.act("get_checkpoint", || {
+            lock(&self.checkpoints)
+                .get(&(shard_id.to_string(), first_sequence.to_string()))
+                .filter(|cp| cp.expires_at >= now_secs)
+                .cloned()
+        })
+    }
+
+    async fn put_checkpoint(&self, cp: &Checkpoint) -> Result<(), FakeError> {
+        self.act("put_checkpoint", || {
+            lock(&self.checkpoints)
+                .insert((cp.shard_id.clone(), cp.first_sequence.clone()), cp.clone());
+        })
+    }
+}
+
+/// A Firehose stand-in: keeps every accepted line; can fail whole calls or entries.
+#[derive(Debug)]
+pub struct MemoryFirehose {
+    pub lines: Mutex<Vec<String>>,
+    pub calls: AtomicI64,
+    pub faults: Faults,
+    /// Probability that one entry of an otherwise successful call is rejected.
+    pub entry_failure_rate: Mutex<f64>,
+}
+
+impl Default for MemoryFirehose {
+    fn default() -> Self {
+        MemoryFirehose::new(Faults::none())
+    }
+}
+
+impl MemoryFirehose {
+    pub fn new(faults: Faults) -> Self {
+        MemoryFirehose {
+            lines: Mutex::new(Vec::new()),
+            calls: AtomicI64::new(0),
+            faults,
+            entry_failure_rate: Mutex::new(0.0),
+        }
+    }
+
+    pub fn set_entry_failure_rate(&self, p: f64) {
+        *lock(&self.entry_failure_rate) = p;
+    }
+
+    /// Every delivered line, parsed.
+    pub fn delivered(&self) -> Vec<serde_json::Value> {
+        lock(&self.lines)
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn accept(&self, record: &[u8]) {
+        let text = String::from_utf8_lossy(record);
+        let mut lines = lock(&self.lines);
+        lines.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
+    }
+}
+
+impl RecordBatchPort for MemoryFirehose {
+    type Error = FakeError;
+
+    async fn put_record_batch<'a>(
+        &'a self,
+        records: &'a [&'a [u8]],
+    ) -> Result<Vec<Option<EntryFailure>>, FakeError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        match self.faults.draw("put_record_batch") {
+            Some(false) => return Err(fault("put_record_batch", false)),
+            Some(true) => {
+                records.iter().for_each(|r| self.accept(r));
+                return Err(fault("put_record_batch", true));
+            }
+            None => {}
+        }
+        let p = *lock(&self.entry_failure_rate);
+        Ok(records
+            .iter()
+            .map(|r| {
+                if self.faults.chance(p) {
+                    Some(EntryFailure {
+                        code: "ServiceUnavailableException".into(),
+                        message: "injected entry failure".into(),
+                    })
+                } else {
+                    self.accept(r);
+                    None
+                }
+            })
+            .collect())
+    }
+}
+
+/// Quarantine objects by key.
+#[derive(Debug)]
+pub struct MemoryQuarantine {
+    pub objects: Mutex<HashMap<String, Vec<u8>>>,
+    pub faults: Faults,
+}
+
+impl Default for MemoryQuarantine {
+    fn default() -> Self {
+        MemoryQuarantine::new(Faults::none())
+    }
+}
+
+impl MemoryQuarantine {
+    pub fn new(faults: Faults) -> Self {
+        MemoryQuarantine {
+            objects: Mutex::new(HashMap::new()),
+            faults,
+        }
+    }
+
+    /// Every quarantined line, parsed.
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        lock(&self.objects)
+            .values()
+            .flat_map(|body| {
+                String::from_utf8_lossy(body)
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+impl QuarantineStore for MemoryQuarantine {
+    type Error = FakeError;
+
+    async fn put_object(&self, key: &str, body: Vec<u8>) -> Result<(), FakeError> {
+        match self.faults.draw("put_object") {
+            Some(false) => Err(fault("put_object", false)),
+            applied => {
+                lock(&self.objects).insert(key.to_string(), body);
+                if applied.is_some() {
+                    Err(fault("put_object", true))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// A clock the test moves by hand.
+#[derive(Debug, Default)]
+pub struct ManualClock(pub AtomicI64);
+
+impl ManualClock {
+    pub fn at(ms: i64) -> Self {
+        ManualClock(AtomicI64::new(ms))
+    }
+
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,24 @@
+//! Sightline's domain, free of any AWS SDK: the Dataset A model and its
+//! validation, Dataset B, the dedup decisions, and the batch orchestration over
+//! store and sink ports.
+
+pub mod batch;
+pub mod dataset_b;
+pub mod decode;
+pub mod delivery;
+pub mod metrics;
+pub mod model;
+pub mod packing;
+pub mod ports;
+pub mod quarantine;
+pub mod retry;
+pub mod seq;
+pub mod time;
+
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
+
+pub use batch::{BatchReport, DuplicateKind, Fate, Pipeline, PipelineConfig};
+pub use dataset_b::DatasetB;
+pub use model::{InputRecord, OutputEvent};
+pub use time::{Clock, Deadline, SystemClock};

@@ -1,0 +1,146 @@
+//! The records that flow through a batch: what Kinesis hands us, the Dataset A
+//! event inside it, and the enriched line we deliver.
+
+use std::borrow::Cow;
+
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+use crate::time::UtcHour;
+
+/// One Kinesis record, independent of the Lambda event types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputRecord {
+    pub shard_id: String,
+    pub sequence_number: String,
+    /// `approximateArrivalTimestamp`, epoch milliseconds.
+    pub arrival_ms: i64,
+    pub data: Vec<u8>,
+}
+
+impl InputRecord {
+    /// The claim owner: `shardId/sequenceNumber`, unique per Kinesis record.
+    pub fn owner(&self) -> String {
+        format!("{}/{}", self.shard_id, self.sequence_number)
+    }
+}
+
+/// A validated Dataset A event. `item_name` borrows from the record when it has no escapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectionEvent<'a> {
+    pub detection_oid: i64,
+    pub video_camera_oid: i64,
+    pub geographical_location_oid: i64,
+    pub item_name: Cow<'a, str>,
+    pub timestamp_detected: i64,
+}
+
+/// The delivered row: Dataset A joined with Dataset B, plus partition and lineage columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputEvent<'a> {
+    pub detection_oid: i64,
+    pub video_camera_oid: i64,
+    pub geographical_location_oid: i64,
+    pub item_name: Cow<'a, str>,
+    pub timestamp_detected: i64,
+    /// `None` when the location id is not in Dataset B (delivered and counted).
+    pub geographical_location: Option<&'a str>,
+    /// UTC date and hour of `timestamp_detected` (`event_date`, `event_hour`).
+    pub partition: UtcHour,
+    /// Kinesis arrival time, epoch ms.
+    pub ingested_at: i64,
+    pub source_shard: &'a str,
+    pub source_sequence: &'a str,
+}
+
+/// The output schema: column name and its Glue/Athena type, in order. The last two
+/// are the Hive partition columns. README.md and `infra/` are checked against this.
+pub const OUTPUT_COLUMNS: [(&str, &str); 11] = [
+    ("detection_oid", "bigint"),
+    ("video_camera_oid", "bigint"),
+    ("geographical_location_oid", "bigint"),
+    ("item_name", "string"),
+    ("timestamp_detected", "bigint"),
+    ("geographical_location", "string"),
+    ("ingested_at", "bigint"),
+    ("source_shard", "string"),
+    ("source_sequence", "string"),
+    ("event_date", "string"),
+    ("event_hour", "string"),
+];
+
+impl OutputEvent<'_> {
+    pub fn event_date(&self) -> String {
+        self.partition.date_string()
+    }
+
+    pub fn event_hour(&self) -> String {
+        self.partition.hour_string()
+    }
+
+    /// Appends this event as one JSON object and a newline.
+    pub fn write_json_line(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        serde_json::to_writer(&mut *out, self)?;
+        out.push(b'\n');
+        Ok(())
+    }
+}
+
+impl Serialize for OutputEvent<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut date = [0u8; 10];
+        let mut hour = [0u8; 2];
+        self.partition.write_date(&mut date);
+        self.partition.write_hour(&mut hour);
+        // Both buffers hold ASCII digits and dashes only.
+        let date = std::str::from_utf8(&date).unwrap_or_default();
+        let hour = std::str::from_utf8(&hour).unwrap_or_default();
+        let mut s = serializer.serialize_struct("OutputEvent", 11)?;
+        s.serialize_field("detection_oid", &self.detection_oid)?;
+        s.serialize_field("video_camera_oid", &self.video_camera_oid)?;
+        s.serialize_field("geographical_location_oid", &self.geographical_location_oid)?;
+        s.serialize_field("item_name", &self.item_name)?;
+        s.serialize_field("timestamp_detected", &self.timestamp_detected)?;
+        s.serialize_field("geographical_location", &self.geographical_location)?;
+        s.serialize_field("event_date", date)?;
+        s.serialize_field("event_hour", hour)?;
+        s.serialize_field("ingested_at", &self.ingested_at)?;
+        s.serialize_field("source_shard", self.source_shard)?;
+        s.serialize_field("source_sequence", self.source_sequence)?;
+        s.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_line_has_every_schema_column_once() {
+        let e = OutputEvent {
+            detection_oid: 1,
+            video_camera_oid: 2,
+            geographical_location_oid: 3,
+            item_name: Cow::Borrowed("per\"son"),
+            timestamp_detected: 1_700_000_000_000,
+            geographical_location: None,
+            partition: UtcHour::from_epoch_ms(1_700_000_000_000),
+            ingested_at: 1_700_000_000_500,
+            source_shard: "shardId-000000000000",
+            source_sequence: "4959",
+        };
+        let mut buf = Vec::new();
+        e.write_json_line(&mut buf).expect("serialises");
+        assert_eq!(buf.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&buf).expect("valid json");
+        let obj = v.as_object().expect("object");
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want: Vec<&str> = OUTPUT_COLUMNS.iter().map(|(n, _)| *n).collect();
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert_eq!(v["item_name"], "per\"son");
+        assert_eq!(v["geographical_location"], serde_json::Value::Null);
+        assert_eq!(v["event_date"], "2023-11-14");
+        assert_eq!(v["event_hour"], "22");
+    }
+}

@@ -1,0 +1,122 @@
+//! The ports the batch logic talks through. Adapters: DynamoDB / Firehose / S3 in
+//! `sightline-aws`, embedded ones for local runs, in-memory fakes for tests.
+
+use std::error::Error as StdError;
+use std::future::Future;
+
+use crate::retry::Classify;
+
+/// What a claim put found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// No live claim existed: the claim is ours now.
+    Claimed { took_over_expired: bool },
+    /// A live claim exists and was left untouched.
+    Held(ExistingClaim),
+}
+
+/// A live claim item, as returned by `ReturnValuesOnConditionCheckFailure=ALL_OLD`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingClaim {
+    /// `shardId/sequenceNumber` of the record that claimed the event.
+    pub owner: String,
+    /// Set once the claim's event is known to be in Firehose.
+    pub delivered: bool,
+    /// First sequence number of the batch that made the claim: where its checkpoint lives.
+    pub batch_first_sequence: Option<String>,
+}
+
+/// A claim to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest<'a> {
+    pub event_id: i64,
+    pub owner: &'a str,
+    pub batch_first_sequence: &'a str,
+    /// Epoch seconds: claims with `expires_at < now` count as absent.
+    pub now_secs: i64,
+    /// Epoch seconds: the TTL attribute.
+    pub expires_at: i64,
+}
+
+/// "This batch was settled up to `last_sequence`": one item per batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub shard_id: String,
+    pub first_sequence: String,
+    pub last_sequence: String,
+    pub expires_at: i64,
+}
+
+pub trait PortError: StdError + Classify + Send + Sync + 'static {}
+impl<T: StdError + Classify + Send + Sync + 'static> PortError for T {}
+
+/// The claim table (DynamoDB in production).
+pub trait ClaimStore: Send + Sync {
+    type Error: PortError;
+
+    /// Conditional put: succeeds when the event is unclaimed or its claim expired
+    /// (`attribute_not_exists(event_id) OR expires_at < :now`); otherwise returns
+    /// the live claim untouched.
+    fn claim(
+        &self,
+        req: &ClaimRequest<'_>,
+    ) -> impl Future<Output = Result<ClaimOutcome, Self::Error>> + Send;
+
+    /// Marks `owner`'s claim as delivered (only if `owner` still holds it).
+    fn mark_delivered(
+        &self,
+        event_id: i64,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Deletes `owner`'s undelivered claim so an upstream re-send is not blocked.
+    /// A claim held by someone else, or already gone, is left alone (not an error).
+    fn release(
+        &self,
+        event_id: i64,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    fn get_checkpoint(
+        &self,
+        shard_id: &str,
+        first_sequence: &str,
+        now_secs: i64,
+    ) -> impl Future<Output = Result<Option<Checkpoint>, Self::Error>> + Send;
+
+    fn put_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Where delivered events go (Firehose in production, Parquet locally).
+pub trait EventSink: Send + Sync {
+    type Error: PortError;
+
+    /// Delivers `events` in order, retrying as the retrier allows. Reports, per
+    /// event, whether it was accepted, plus the last error if any was not.
+    fn deliver<'a>(
+        &'a self,
+        events: &'a [crate::model::OutputEvent<'a>],
+        retrier: &'a crate::retry::Retrier<'a>,
+    ) -> impl Future<Output = Delivery<Self::Error>> + Send + 'a;
+}
+
+/// The result of one `deliver` call.
+#[derive(Debug)]
+pub struct Delivery<E> {
+    pub accepted: Vec<bool>,
+    pub error: Option<E>,
+}
+
+/// Where quarantined records go (S3 in production).
+pub trait QuarantineStore: Send + Sync {
+    type Error: PortError;
+
+    fn put_object(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}

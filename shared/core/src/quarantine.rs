@@ -1,0 +1,96 @@
+//! The quarantine object: one per batch, one JSON line per bad record.
+
+use base64::Engine;
+use serde::Serialize;
+
+use crate::decode::Rejection;
+use crate::model::InputRecord;
+use crate::time::{MS_PER_DAY, UtcHour, civil_from_days};
+
+#[derive(Debug, Serialize)]
+struct QuarantineLine<'a> {
+    shard_id: &'a str,
+    sequence_number: &'a str,
+    arrival_ms: i64,
+    arrival_time: String,
+    reason: &'static str,
+    field: Option<&'static str>,
+    message: String,
+    data_base64: String,
+}
+
+/// `{prefix}dt=YYYY-MM-DD/{shard}/{first sequence}.jsonl`. Deterministic, so a
+/// retried write of the same records replaces the same object.
+pub fn object_key(prefix: &str, first: &InputRecord) -> String {
+    let dt = UtcHour::from_epoch_ms(first.arrival_ms).date_string();
+    format!(
+        "{prefix}dt={dt}/{}/{}.jsonl",
+        first.shard_id, first.sequence_number
+    )
+}
+
+/// Renders the bad records of one batch.
+pub fn render(bad: &[(&InputRecord, &Rejection)]) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::new();
+    for (record, why) in bad {
+        serde_json::to_writer(
+            &mut out,
+            &QuarantineLine {
+                shard_id: &record.shard_id,
+                sequence_number: &record.sequence_number,
+                arrival_ms: record.arrival_ms,
+                arrival_time: iso8601(record.arrival_ms),
+                reason: why.code(),
+                field: why.field().map(|f| f.name()),
+                message: why.to_string(),
+                data_base64: base64::engine::general_purpose::STANDARD.encode(&record.data),
+            },
+        )?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn iso8601(ms: i64) -> String {
+    let (y, mo, d) = civil_from_days(ms.div_euclid(MS_PER_DAY));
+    let in_day = ms.rem_euclid(MS_PER_DAY);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1_000 % 60,
+        in_day % 1_000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::decode;
+
+    #[test]
+    fn quarantine_lines_keep_lineage_reason_and_original_bytes() {
+        let r = InputRecord {
+            shard_id: "shardId-000000000001".into(),
+            sequence_number: "42".into(),
+            arrival_ms: 1_700_000_000_123,
+            data: b"\xffnot json".to_vec(),
+        };
+        let why = decode(&r).expect_err("bad");
+        let body = render(&[(&r, &why)]).expect("render");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["shard_id"], "shardId-000000000001");
+        assert_eq!(v["sequence_number"], "42");
+        assert_eq!(v["arrival_time"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(v["reason"], "not_utf8");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(v["data_base64"].as_str().unwrap_or_default())
+            .expect("base64");
+        assert_eq!(raw, r.data);
+        assert_eq!(
+            object_key("quarantine/", &r),
+            "quarantine/dt=2023-11-14/shardId-000000000001/42.jsonl"
+        );
+    }
+}

@@ -1,0 +1,408 @@
+//! Harness for integration tests against a local moto server.
+//!
+//! `scripts/test.sh` starts moto and exports `SIGHTLINE_AWS_ENDPOINT`. Each test
+//! creates its own uniquely named table, buckets and streams, so tests run in
+//! parallel without sharing state.
+#![allow(clippy::missing_panics_doc)] // test harness: failing loudly is the point
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
+use aws_sdk_firehose::types::{DeliveryStreamType, ExtendedS3DestinationConfiguration};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use base64::Engine;
+use dedup_enrich::{App, AwsApp, Config, app_with_clients};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{Value, json};
+use sightline_aws::{AwsClients, ClientSettings, clients::config_loader};
+
+pub const REGION: &str = "us-east-1";
+
+/// The moto endpoint, or a loud failure telling how to get one.
+pub fn endpoint() -> String {
+    std::env::var("SIGHTLINE_AWS_ENDPOINT").unwrap_or_else(|_| {
+        panic!("SIGHTLINE_AWS_ENDPOINT is not set: run the integration tests through scripts/test.sh, which starts moto")
+    })
+}
+
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    config_loader(ClientSettings::default())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "sightline-tests",
+        ))
+        .load()
+        .await
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// One test's resources on the emulator.
+pub struct Stack {
+    pub clients: AwsClients,
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub table: String,
+    pub delivery_stream: String,
+    pub lake_bucket: String,
+    pub quarantine_bucket: String,
+    pub kinesis_stream: String,
+}
+
+/// One Kinesis record as read back with GetRecords.
+#[derive(Debug, Clone)]
+pub struct ShardRecord {
+    pub shard_id: String,
+    pub sequence_number: String,
+    pub partition_key: String,
+    pub arrival_secs: f64,
+    pub data: Vec<u8>,
+}
+
+impl Stack {
+    pub async fn create(name: &str, shards: i32) -> Stack {
+        let endpoint = endpoint();
+        let cfg = sdk_config(&endpoint).await;
+        let clients = AwsClients::from_config(
+            &cfg,
+            ClientSettings {
+                s3_force_path_style: true,
+                ..ClientSettings::default()
+            },
+        );
+        let kinesis = aws_sdk_kinesis::Client::new(&cfg);
+        let stack = Stack {
+            table: unique(&format!("{name}-claims")),
+            delivery_stream: unique(&format!("{name}-delivery")),
+            lake_bucket: unique(&format!("{name}-lake")).to_lowercase(),
+            quarantine_bucket: unique(&format!("{name}-quarantine")).to_lowercase(),
+            kinesis_stream: unique(&format!("{name}-events")),
+            clients,
+            kinesis,
+        };
+        stack.create_table().await;
+        for b in [&stack.lake_bucket, &stack.quarantine_bucket] {
+            stack
+                .clients
+                .s3
+                .create_bucket()
+                .bucket(b)
+                .send()
+                .await
+                .expect("create bucket");
+        }
+        stack.create_delivery_stream(&stack.delivery_stream).await;
+        stack
+            .kinesis
+            .create_stream()
+            .stream_name(&stack.kinesis_stream)
+            .shard_count(shards)
+            .send()
+            .await
+            .expect("create kinesis stream");
+        stack
+    }
+
+    async fn create_table(&self) {
+        let ddb = &self.clients.dynamodb;
+        ddb.create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("event_id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .expect("attr"),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("event_id")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .expect("key"),
+            )
+            .send()
+            .await
+            .expect("create table");
+        ddb.update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("expires_at")
+                    .enabled(true)
+                    .build()
+                    .expect("ttl"),
+            )
+            .send()
+            .await
+            .expect("enable ttl");
+    }
+
+    pub async fn create_delivery_stream(&self, name: &str) {
+        self.clients
+            .firehose
+            .create_delivery_stream()
+            .delivery_stream_name(name)
+            .delivery_stream_type(DeliveryStreamType::DirectPut)
+            .extended_s3_destination_configuration(
+                ExtendedS3DestinationConfiguration::builder()
+                    .role_arn("arn:aws:iam::123456789012:role/firehose")
+                    .bucket_arn(format!("arn:aws:s3:::{}", self.lake_bucket))
+                    .prefix("events/")
+                    .build()
+                    .expect("s3 destination"),
+            )
+            .send()
+            .await
+            .expect("create delivery stream");
+    }
+
+    /// The function's config for this stack.
+    pub fn config(&self) -> Config {
+        let table = self.table.clone();
+        let stream = self.delivery_stream.clone();
+        let bucket = self.quarantine_bucket.clone();
+        Config::from_lookup(move |k| match k {
+            "DEDUP_TABLE" => Some(table.clone()),
+            "DELIVERY_STREAM" => Some(stream.clone()),
+            "QUARANTINE_BUCKET" => Some(bucket.clone()),
+            "S3_FORCE_PATH_STYLE" => Some("true".into()),
+            _ => None,
+        })
+        .expect("valid config")
+    }
+
+    pub fn app(&self, config: &Config) -> AwsApp {
+        app_with_clients(config, self.clients.clone()).expect("app")
+    }
+
+    /// PutRecords with the payloads; partition keys pick the shards.
+    pub async fn put(&self, payloads: &[(String, Vec<u8>)]) {
+        for chunk in payloads.chunks(500) {
+            let entries = chunk
+                .iter()
+                .map(|(pk, data)| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(pk)
+                        .data(Blob::new(data.clone()))
+                        .build()
+                        .expect("entry")
+                })
+                .collect::<Vec<_>>();
+            let out = self
+                .kinesis
+                .put_records()
+                .stream_name(&self.kinesis_stream)
+                .set_records(Some(entries))
+                .send()
+                .await
+                .expect("put records");
+            assert_eq!(out.failed_record_count().unwrap_or(0), 0);
+        }
+    }
+
+    /// Reads every shard from the start, as the event source mapping would.
+    pub async fn read_all(&self) -> BTreeMap<String, Vec<ShardRecord>> {
+        let shards = self
+            .kinesis
+            .list_shards()
+            .stream_name(&self.kinesis_stream)
+            .send()
+            .await
+            .expect("list shards");
+        let mut out = BTreeMap::new();
+        for shard in shards.shards() {
+            let shard_id = shard.shard_id().to_string();
+            let mut iterator = self
+                .kinesis
+                .get_shard_iterator()
+                .stream_name(&self.kinesis_stream)
+                .shard_id(&shard_id)
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .expect("iterator")
+                .shard_iterator
+                .expect("iterator value");
+            let mut records = Vec::new();
+            loop {
+                let page = self
+                    .kinesis
+                    .get_records()
+                    .shard_iterator(&iterator)
+                    .limit(1_000)
+                    .send()
+                    .await
+                    .expect("get records");
+                if page.records().is_empty() {
+                    break;
+                }
+                for r in page.records() {
+                    records.push(ShardRecord {
+                        shard_id: shard_id.clone(),
+                        sequence_number: r.sequence_number().to_string(),
+                        partition_key: r.partition_key().unwrap_or_default().to_string(),
+                        arrival_secs: r
+                            .approximate_arrival_timestamp()
+                            .map_or(0.0, |t| t.as_secs_f64()),
+                        data: r.data().as_ref().to_vec(),
+                    });
+                }
+                match page.next_shard_iterator() {
+                    Some(next) => iterator = next.to_string(),
+                    None => break,
+                }
+            }
+            out.insert(shard_id, records);
+        }
+        out
+    }
+
+    /// Every event line Firehose delivered to the lake bucket.
+    pub async fn lake_lines(&self) -> Vec<Value> {
+        self.lines(&self.lake_bucket).await
+    }
+
+    /// Every quarantined record line.
+    pub async fn quarantine_lines(&self) -> Vec<Value> {
+        self.lines(&self.quarantine_bucket).await
+    }
+
+    pub async fn object_keys(&self, bucket: &str) -> Vec<String> {
+        let listed = self
+            .clients
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("list objects");
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
+    async fn lines(&self, bucket: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        for key in self.object_keys(bucket).await {
+            let obj = self
+                .clients
+                .s3
+                .get_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .expect("get object");
+            let body = obj.body.collect().await.expect("body").into_bytes();
+            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                out.push(serde_json::from_slice(line).expect("every stored line is JSON"));
+            }
+        }
+        out
+    }
+}
+
+/// The Lambda event the Kinesis event source mapping would send for `records`.
+pub fn kinesis_event(records: &[ShardRecord]) -> KinesisEvent {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let records: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": r.partition_key,
+                    "sequenceNumber": r.sequence_number,
+                    "data": b64.encode(&r.data),
+                    "approximateArrivalTimestamp": r.arrival_secs,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": format!("{}:{}", r.shard_id, r.sequence_number),
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda",
+                "awsRegion": REGION,
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/sightline",
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).expect("valid Kinesis event")
+}
+
+pub fn lambda_event(records: &[ShardRecord], deadline_ms: u64) -> LambdaEvent<KinesisEvent> {
+    let mut ctx = Context::default();
+    ctx.request_id = unique("req");
+    ctx.deadline = deadline_ms;
+    LambdaEvent::new(kinesis_event(records), ctx)
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Drives one shard like the event source mapping: batches of `batch_size`,
+/// restarting from the lowest reported failure until the shard is drained.
+/// Returns the number of invocations.
+pub async fn drain_shard<S, K, Q, C>(
+    app: &App<S, K, Q, C>,
+    records: &[ShardRecord],
+    batch_size: usize,
+    max_invocations: usize,
+) -> usize
+where
+    S: sightline_core::ports::ClaimStore,
+    K: sightline_core::ports::EventSink,
+    Q: sightline_core::ports::QuarantineStore,
+    C: sightline_core::Clock,
+{
+    let mut pos = 0;
+    let mut invocations = 0;
+    while pos < records.len() {
+        assert!(invocations < max_invocations, "shard did not drain");
+        let batch = &records[pos..(pos + batch_size).min(records.len())];
+        let resp = dedup_enrich::handle(app, lambda_event(batch, now_ms() + 60_000))
+            .await
+            .expect("the handler never fails a batch");
+        invocations += 1;
+        let failed: Vec<&str> = resp
+            .batch_item_failures
+            .iter()
+            .filter_map(|f| f.item_identifier.as_deref())
+            .collect();
+        match batch
+            .iter()
+            .position(|r| failed.contains(&r.sequence_number.as_str()))
+        {
+            None => pos += batch.len(),
+            Some(i) => {
+                pos += i;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    invocations
+}
