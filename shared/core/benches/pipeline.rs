@@ -1,1 +1,110 @@
-fn main() {}
+//! Throughput of the per-record path, and of a whole batch over in-memory ports.
+//!   cargo bench -p sightline-core --bench pipeline
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use sightline_core::decode::decode_and_enrich;
+use sightline_core::delivery::PackedSink;
+use sightline_core::fakes::{ManualClock, MemoryFirehose, MemoryQuarantine, MemoryStore};
+use sightline_core::packing::PackConfig;
+use sightline_core::{DatasetB, Deadline, InputRecord, Pipeline, PipelineConfig};
+
+const NOW_MS: i64 = 1_763_900_000_000;
+const ITEMS: [&str; 8] = [
+    "person",
+    "car",
+    "bicycle",
+    "motorcycle",
+    "bus",
+    "truck",
+    "dog",
+    "backpack",
+];
+
+fn records(n: usize, offset: i64) -> Vec<InputRecord> {
+    (0..n)
+        .map(|i| {
+            let id = offset + i as i64 + 1;
+            InputRecord {
+                shard_id: "shardId-000000000003".into(),
+                sequence_number: format!("4966{:052}", offset as usize + i),
+                arrival_ms: NOW_MS,
+                data: format!(
+                    r#"{{"detection_oid":{id},"video_camera_oid":{},"geographical_location_oid":{},"item_name":"{}","timestamp_detected":{}}}"#,
+                    1_000 + id % 400,
+                    id % 55 + 1,
+                    ITEMS[(id % 8) as usize],
+                    NOW_MS - id % 3_600_000
+                )
+                .into_bytes(),
+            }
+        })
+        .collect()
+}
+
+fn per_record(c: &mut Criterion) {
+    let locations = DatasetB::embedded().expect("dataset B");
+    let batch = records(10_000, 0);
+    let mut g = c.benchmark_group("decode_validate_enrich_encode");
+    g.throughput(Throughput::Elements(batch.len() as u64));
+    g.bench_function("10k_records_one_core", |b| {
+        let mut out = Vec::with_capacity(2 << 20);
+        b.iter(|| {
+            out.clear();
+            for r in &batch {
+                if let Ok(e) = decode_and_enrich(r, &locations) {
+                    let _ = e.write_json_line(&mut out);
+                }
+            }
+            black_box(out.len())
+        })
+    });
+    g.bench_function("10k_records_decode_only", |b| {
+        b.iter(|| {
+            let mut ok = 0usize;
+            for r in &batch {
+                ok += usize::from(sightline_core::decode::decode(r).is_ok());
+            }
+            black_box(ok)
+        })
+    });
+    g.finish();
+}
+
+fn whole_batch(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("handler_in_memory_ports");
+    g.throughput(Throughput::Elements(1_000));
+    g.measurement_time(Duration::from_secs(8));
+    let mut offset = 0i64;
+    g.bench_function("1000_record_batch", |b| {
+        b.iter_batched(
+            || {
+                offset += 1_000;
+                let p = Pipeline {
+                    store: MemoryStore::default(),
+                    sink: PackedSink::new(MemoryFirehose::default(), PackConfig::default()),
+                    quarantine: MemoryQuarantine::default(),
+                    clock: ManualClock::at(NOW_MS),
+                    locations: DatasetB::embedded().expect("dataset B"),
+                    config: PipelineConfig::default(),
+                };
+                (p, records(1_000, offset))
+            },
+            |(p, batch)| {
+                let report = rt.block_on(p.process(&batch, Deadline::none()));
+                black_box(report.stats.delivered)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, per_record, whole_batch);
+criterion_main!(benches);
