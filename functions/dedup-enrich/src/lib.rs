@@ -14,7 +14,7 @@ use sightline_core::packing::PackConfig;
 use sightline_core::ports::{ClaimStore, EventSink, QuarantineStore};
 use sightline_core::retry::RetryPolicy;
 use sightline_core::{
-    Clock, DatasetB, Deadline, InputRecord, Pipeline, PipelineConfig, SystemClock,
+    BatchReport, Clock, DatasetB, Deadline, InputRecord, Pipeline, PipelineConfig, SystemClock,
 };
 
 pub use config::{Config, ConfigError};
@@ -128,6 +128,20 @@ where
     Q: QuarantineStore,
     C: Clock,
 {
+    Ok(handle_with_report(app, event).await.0)
+}
+
+/// [`handle`], also returning the batch report (for drivers and tests).
+pub async fn handle_with_report<S, K, Q, C>(
+    app: &App<S, K, Q, C>,
+    event: LambdaEvent<KinesisEvent>,
+) -> (KinesisEventResponse, BatchReport)
+where
+    S: ClaimStore,
+    K: EventSink,
+    Q: QuarantineStore,
+    C: Clock,
+{
     let now_ms = app.pipeline.clock.now_ms();
     let deadline = invocation_deadline(event.context.deadline, now_ms, app.deadline_reserve_ms);
     tracing::debug!(deadline_ms = event.context.deadline, now_ms, "invocation");
@@ -143,8 +157,8 @@ where
         )
     );
     let mut response = KinesisEventResponse::default();
-    for seq in report.failed_sequences {
-        response.add_failure(seq);
+    for seq in &report.failed_sequences {
+        response.add_failure(seq.clone());
     }
-    Ok(response)
+    (response, report)
 }

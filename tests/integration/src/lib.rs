@@ -5,7 +5,7 @@
 //! parallel without sharing state.
 #![allow(clippy::missing_panics_doc)] // test harness: failing loudly is the point
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -22,6 +22,9 @@ use dedup_enrich::{App, AwsApp, Config, app_with_clients};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 use sightline_aws::{AwsClients, ClientSettings, clients::config_loader};
+use sightline_core::DatasetB;
+
+pub mod fault_proxy;
 
 pub const REGION: &str = "us-east-1";
 
@@ -32,8 +35,8 @@ pub fn endpoint() -> String {
     })
 }
 
-pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    config_loader(ClientSettings::default())
+pub async fn sdk_config(endpoint: &str, settings: ClientSettings) -> aws_config::SdkConfig {
+    config_loader(settings)
         .endpoint_url(endpoint)
         .region(aws_config::Region::new(REGION))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
@@ -80,14 +83,12 @@ pub struct ShardRecord {
 impl Stack {
     pub async fn create(name: &str, shards: i32) -> Stack {
         let endpoint = endpoint();
-        let cfg = sdk_config(&endpoint).await;
-        let clients = AwsClients::from_config(
-            &cfg,
-            ClientSettings {
-                s3_force_path_style: true,
-                ..ClientSettings::default()
-            },
-        );
+        let settings = ClientSettings {
+            s3_force_path_style: true,
+            ..ClientSettings::default()
+        };
+        let cfg = sdk_config(&endpoint, settings).await;
+        let clients = AwsClients::from_config(&cfg, settings);
         let kinesis = aws_sdk_kinesis::Client::new(&cfg);
         let stack = Stack {
             table: unique(&format!("{name}-claims")),
@@ -193,6 +194,23 @@ impl Stack {
 
     pub fn app(&self, config: &Config) -> AwsApp {
         app_with_clients(config, self.clients.clone()).expect("app")
+    }
+
+    /// The app with its clients pointed elsewhere (the fault proxy), with a
+    /// short per-attempt timeout so "slower than the SDK's timeout" is quick.
+    pub async fn app_via(
+        &self,
+        config: &Config,
+        endpoint: &str,
+        attempt_timeout: Duration,
+    ) -> AwsApp {
+        let settings = ClientSettings {
+            attempt_timeout,
+            s3_force_path_style: true,
+            ..ClientSettings::default()
+        };
+        let cfg = sdk_config(endpoint, settings).await;
+        app_with_clients(config, AwsClients::from_config(&cfg, settings)).expect("app")
     }
 
     /// PutRecords with the payloads; partition keys pick the shards.
@@ -364,15 +382,21 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What draining a shard took.
+#[derive(Debug, Default, Clone)]
+pub struct Drain {
+    pub invocations: usize,
+    pub stats: sightline_core::metrics::BatchStats,
+}
+
 /// Drives one shard like the event source mapping: batches of `batch_size`,
 /// restarting from the lowest reported failure until the shard is drained.
-/// Returns the number of invocations.
 pub async fn drain_shard<S, K, Q, C>(
     app: &App<S, K, Q, C>,
     records: &[ShardRecord],
     batch_size: usize,
     max_invocations: usize,
-) -> usize
+) -> Drain
 where
     S: sightline_core::ports::ClaimStore,
     K: sightline_core::ports::EventSink,
@@ -380,14 +404,19 @@ where
     C: sightline_core::Clock,
 {
     let mut pos = 0;
-    let mut invocations = 0;
+    let mut drain = Drain::default();
     while pos < records.len() {
-        assert!(invocations < max_invocations, "shard did not drain");
+        assert!(drain.invocations < max_invocations, "shard did not drain");
         let batch = &records[pos..(pos + batch_size).min(records.len())];
-        let resp = dedup_enrich::handle(app, lambda_event(batch, now_ms() + 60_000))
-            .await
-            .expect("the handler never fails a batch");
-        invocations += 1;
+        let (resp, report) =
+            dedup_enrich::handle_with_report(app, lambda_event(batch, now_ms() + 60_000)).await;
+        drain.invocations += 1;
+        assert_eq!(
+            report.stats.accounted(),
+            batch.len() as u64,
+            "every record has one fate"
+        );
+        drain.stats.absorb(&report.stats);
         let failed: Vec<&str> = resp
             .batch_item_failures
             .iter()
@@ -404,5 +433,103 @@ where
             }
         }
     }
-    invocations
+    drain
+}
+
+/// A Dataset A event as a camera would publish it.
+pub fn event_json(id: i64, location: i64, now: i64) -> Vec<u8> {
+    const ITEMS: [&str; 6] = ["person", "car", "bicycle", "dog", "bus", "truck"];
+    json!({
+        "detection_oid": id,
+        "video_camera_oid": 1_000 + id % 17,
+        "geographical_location_oid": location,
+        "item_name": ITEMS[(id % 6) as usize],
+        "timestamp_detected": now - id * 1_000,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+pub struct Traffic {
+    pub payloads: Vec<(String, Vec<u8>)>,
+    pub unique: BTreeMap<i64, i64>,
+    pub bad: usize,
+    pub resent: usize,
+}
+
+/// `n` unique events, every fifth re-sent later under another partition key
+/// (so possibly another shard), location 999 unknown to Dataset B, plus bad records.
+pub fn traffic(n: i64) -> Traffic {
+    let now = now_ms() as i64;
+    let mut payloads = Vec::new();
+    let mut unique = BTreeMap::new();
+    for id in 1..=n {
+        let location = if id % 13 == 0 { 999 } else { id % 55 + 1 };
+        unique.insert(id, location);
+        payloads.push((format!("camera-{}", id % 17), event_json(id, location, now)));
+    }
+    let mut resent = 0;
+    for id in (1..=n).step_by(5) {
+        let location = unique[&id];
+        payloads.push((format!("retry-{id}"), event_json(id, location, now)));
+        resent += 1;
+    }
+    let bad: Vec<Vec<u8>> = vec![
+        b"\xff\xfe not utf8".to_vec(),
+        b"{not json".to_vec(),
+        b"[1,2,3]".to_vec(),
+        br#"{"detection_oid":"5","video_camera_oid":1,"geographical_location_oid":1,"item_name":"car","timestamp_detected":1700000000000}"#.to_vec(),
+        br#"{"detection_oid":77777,"video_camera_oid":1,"geographical_location_oid":1,"item_name":"","timestamp_detected":1700000000000}"#.to_vec(),
+        br#"{"detection_oid":77778,"video_camera_oid":1,"geographical_location_oid":1,"item_name":"car","timestamp_detected":1700000000}"#.to_vec(),
+    ];
+    let n_bad = bad.len();
+    for (i, b) in bad.into_iter().enumerate() {
+        payloads.insert(i * 37 % payloads.len(), (format!("bad-{i}"), b));
+    }
+    Traffic {
+        payloads,
+        unique,
+        bad: n_bad,
+        resent,
+    }
+}
+
+pub fn count_by_id(lines: &[Value]) -> HashMap<i64, usize> {
+    let mut counts = HashMap::new();
+    for l in lines {
+        *counts
+            .entry(l["detection_oid"].as_i64().expect("detection_oid"))
+            .or_default() += 1;
+    }
+    counts
+}
+
+pub fn assert_exactly_once(lines: &[Value], unique: &BTreeMap<i64, i64>) {
+    let b = DatasetB::embedded().expect("dataset B");
+    let counts = count_by_id(lines);
+    assert_eq!(counts.len(), unique.len(), "every unique event delivered");
+    for id in unique.keys() {
+        assert_eq!(
+            counts.get(id),
+            Some(&1),
+            "event {id} delivered exactly once"
+        );
+    }
+    for l in lines {
+        let id = l["detection_oid"].as_i64().unwrap_or_default();
+        let location = unique[&id];
+        assert_eq!(l["geographical_location_oid"], location);
+        match b.lookup(location) {
+            Some(name) => assert_eq!(l["geographical_location"], name),
+            None => assert_eq!(l["geographical_location"], Value::Null),
+        }
+        let date = l["event_date"].as_str().unwrap_or_default();
+        assert_eq!(date.len(), 10, "event_date is YYYY-MM-DD");
+        assert!(
+            l["source_shard"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("shardId-")
+        );
+    }
 }

@@ -1,0 +1,384 @@
+//! Faults injected over real HTTP between the SDK and moto: "nothing lost,
+//! nothing doubled" must hold through each of them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sightline_integration_tests::fault_proxy::{Fault, FaultProxy, Rule};
+use sightline_integration_tests::{
+    ShardRecord, Stack, Traffic, assert_exactly_once, count_by_id, drain_shard, endpoint,
+    lambda_event, now_ms, traffic,
+};
+
+const SEED: u64 = 0x5167_471e;
+
+struct Run {
+    stack: Stack,
+    traffic: Traffic,
+    shards: BTreeMap<String, Vec<ShardRecord>>,
+    proxy: FaultProxy,
+}
+
+async fn setup(name: &str, shards: i32, events: i64) -> Run {
+    let stack = Stack::create(name, shards).await;
+    let t = traffic(events);
+    stack.put(&t.payloads).await;
+    let shard_records = stack.read_all().await;
+    let proxy = FaultProxy::start(&endpoint(), SEED).await;
+    Run {
+        stack,
+        traffic: t,
+        shards: shard_records,
+        proxy,
+    }
+}
+
+async fn drain_all(
+    run: &Run,
+    attempt_timeout: Duration,
+    batch: usize,
+) -> sightline_integration_tests::Drain {
+    let app = run
+        .stack
+        .app_via(&run.stack.config(), &run.proxy.endpoint, attempt_timeout)
+        .await;
+    let mut total = sightline_integration_tests::Drain::default();
+    for records in run.shards.values() {
+        let d = drain_shard(&app, records, batch, 10_000).await;
+        total.invocations += d.invocations;
+        total.stats.absorb(&d.stats);
+    }
+    total
+}
+
+/// The Athena view's rule, embedded: one row per detection_oid, the earliest
+/// by (ingested_at, source_sequence).
+fn dedup_view(lines: &[Value]) -> Vec<Value> {
+    let mut best: HashMap<i64, &Value> = HashMap::new();
+    for l in lines {
+        let id = l["detection_oid"].as_i64().unwrap_or_default();
+        let key = |v: &Value| {
+            (
+                v["ingested_at"].as_i64().unwrap_or_default(),
+                v["source_sequence"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        };
+        if best.get(&id).is_none_or(|b| key(l) < key(b)) {
+            best.insert(id, l);
+        }
+    }
+    best.into_values().cloned().collect()
+}
+
+/// One fault kind, on one call, then cleared: everything lands exactly once.
+async fn once(name: &str, rule: Rule) {
+    let fault = rule.fault.name();
+    let run = setup(name, 2, 80).await;
+    run.proxy.add(rule);
+    drain_all(&run, Duration::from_millis(800), 30).await;
+    assert_eq!(
+        run.proxy.injected().get(fault),
+        Some(&1),
+        "{fault} injected once: {:?}",
+        run.proxy.calls()
+    );
+    assert_exactly_once(&run.stack.lake_lines().await, &run.traffic.unique);
+    assert_eq!(run.stack.quarantine_lines().await.len(), run.traffic.bad);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_throughput_exceeded_once() {
+    once(
+        "f-pte",
+        Rule::once("DynamoDB.PutItem", Fault::DynamoThroughputExceeded),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_throttling_exception_once() {
+    once(
+        "f-thr",
+        Rule::once("DynamoDB.PutItem", Fault::DynamoThrottling),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_read_internal_server_error_once() {
+    once(
+        "f-500",
+        Rule::once("DynamoDB.GetItem", Fault::DynamoInternalError),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_http_503_once() {
+    once(
+        "f-503",
+        Rule::once("DynamoDB.PutItem", Fault::Unavailable503),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firehose_service_unavailable_once() {
+    once(
+        "f-fsu",
+        Rule::once("Firehose.PutRecordBatch", Fault::FirehoseUnavailable),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firehose_partial_failure_once() {
+    once(
+        "f-fpart",
+        Rule::once(
+            "Firehose.PutRecordBatch",
+            Fault::FirehosePartial { fail_ratio: 0.5 },
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_internal_error_once() {
+    once(
+        "f-s3500",
+        Rule::once("S3.PutObject", Fault::S3InternalError),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_slow_down_once() {
+    once("f-slow", Rule::once("S3.PutObject", Fault::S3SlowDown)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_connection_reset_once() {
+    once("f-reset", Rule::once("DynamoDB.PutItem", Fault::Reset)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firehose_answer_slower_than_the_sdk_timeout_once() {
+    // Moto acts after the delay, the SDK has already given up: a lost answer.
+    let run = setup("f-delay", 2, 80).await;
+    run.proxy.add(Rule::once(
+        "Firehose.PutRecordBatch",
+        Fault::Delay(Duration::from_millis(1_500)),
+    ));
+    drain_all(&run, Duration::from_millis(800), 30).await;
+    assert_eq!(run.proxy.injected().get("delay"), Some(&1));
+    at_most_twice(&run).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_slower_than_the_sdk_timeout_once() {
+    once(
+        "f-cdelay",
+        Rule::once(
+            "DynamoDB.PutItem",
+            Fault::Delay(Duration::from_millis(1_500)),
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_answer_lost_after_the_write_once() {
+    // The claim exists; the retry finds this record's own claim and delivers.
+    once("f-lost", Rule::once("DynamoDB.PutItem", Fault::LoseAnswer)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_answer_lost_after_the_write_once() {
+    once(
+        "f-cplost",
+        Rule::once("DynamoDB.PutItem", Fault::LoseAnswer).when_body_contains("checkpoint#"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_mark_answer_lost_after_the_write_once() {
+    // A partial Firehose failure makes marks necessary; the first mark's answer is lost.
+    let run = setup("f-marklost", 1, 80).await;
+    run.proxy.add(Rule::once(
+        "Firehose.PutRecordBatch",
+        Fault::FirehosePartial { fail_ratio: 0.5 },
+    ));
+    run.proxy
+        .add(Rule::once("DynamoDB.UpdateItem", Fault::LoseAnswer));
+    // One event per Firehose record, so a partial failure splits the batch.
+    let mut config = run.stack.config();
+    config.pack_max_events = 1;
+    let app = run
+        .stack
+        .app_via(&config, &run.proxy.endpoint, Duration::from_millis(800))
+        .await;
+    for records in run.shards.values() {
+        drain_shard(&app, records, 40, 1_000).await;
+    }
+    assert_exactly_once(&run.stack.lake_lines().await, &run.traffic.unique);
+}
+
+/// A Firehose answer lost after Firehose acted: Firehose has no idempotency
+/// key, so the lost call's events may land twice, and only those.
+async fn at_most_twice(run: &Run) {
+    let lines = run.stack.lake_lines().await;
+    let counts = count_by_id(&lines);
+    let lost = run.proxy.lost_firehose_events();
+    for id in run.traffic.unique.keys() {
+        let n = counts.get(id).copied().unwrap_or(0);
+        assert!(n >= 1, "event {id} lost");
+        assert!(n <= 2, "event {id} delivered {n} times");
+        if n == 2 {
+            assert!(
+                lost.contains(id) || run.proxy.injected().contains_key("delay"),
+                "event {id} doubled outside the lost call"
+            );
+        }
+    }
+    for id in &lost {
+        assert_eq!(
+            counts.get(id),
+            Some(&2),
+            "the lost call's event {id} is in S3 twice"
+        );
+    }
+    let view = dedup_view(&lines);
+    assert_exactly_once(&view, &run.traffic.unique);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firehose_answer_lost_after_firehose_acted_doubles_only_that_call() {
+    let run = setup("f-fhlost", 2, 80).await;
+    run.proxy
+        .add(Rule::once("Firehose.PutRecordBatch", Fault::LoseAnswer));
+    drain_all(&run, Duration::from_millis(800), 30).await;
+    assert!(!run.proxy.lost_firehose_events().is_empty());
+    at_most_twice(&run).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_deadline_with_a_slow_store_reports_unfinished_records() {
+    let run = setup("f-deadline", 1, 60).await;
+    run.proxy.add(Rule::always(
+        "DynamoDB.PutItem",
+        Fault::Delay(Duration::from_millis(400)),
+    ));
+    let mut config = run.stack.config();
+    config.claim_concurrency = 2;
+    config.deadline_reserve_ms = 500;
+    let app = run
+        .stack
+        .app_via(&config, &run.proxy.endpoint, Duration::from_secs(5))
+        .await;
+    let records = run.shards.values().next().expect("shard");
+    let started = Instant::now();
+    let deadline = now_ms() + 2_500;
+    let (resp, report) =
+        dedup_enrich::handle_with_report(&app, lambda_event(records, deadline)).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2_500),
+        "finished before the deadline: {took:?}"
+    );
+    assert!(
+        !resp.batch_item_failures.is_empty(),
+        "unfinished records are reported"
+    );
+    assert_eq!(report.stats.accounted(), records.len() as u64);
+    println!(
+        "deadline case: {} of {} records settled in {took:?}",
+        records.len() - resp.batch_item_failures.len(),
+        records.len()
+    );
+    run.proxy.clear();
+    let app = run
+        .stack
+        .app_via(
+            &run.stack.config(),
+            &run.proxy.endpoint,
+            Duration::from_secs(5),
+        )
+        .await;
+    let first_failed = records
+        .iter()
+        .position(|r| {
+            resp.batch_item_failures
+                .iter()
+                .any(|f| f.item_identifier.as_deref() == Some(&r.sequence_number))
+        })
+        .expect("a failure");
+    drain_shard(&app, &records[first_failed..], 100, 100).await;
+    assert_exactly_once(&run.stack.lake_lines().await, &run.traffic.unique);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_mixed_faults_lose_nothing_and_double_nothing() {
+    let run = setup("f-soak", 3, 2_000).await;
+    let p = 0.012;
+    for (op, fault) in [
+        ("DynamoDB.PutItem", Fault::DynamoThroughputExceeded),
+        ("DynamoDB.PutItem", Fault::DynamoThrottling),
+        ("DynamoDB.PutItem", Fault::LoseAnswer),
+        ("DynamoDB.*", Fault::DynamoInternalError),
+        ("DynamoDB.*", Fault::Unavailable503),
+        ("DynamoDB.*", Fault::Reset),
+        ("DynamoDB.*", Fault::Delay(Duration::from_millis(700))),
+        ("Firehose.PutRecordBatch", Fault::FirehoseUnavailable),
+        (
+            "Firehose.PutRecordBatch",
+            Fault::FirehosePartial { fail_ratio: 0.3 },
+        ),
+        ("S3.PutObject", Fault::S3InternalError),
+        ("S3.PutObject", Fault::S3SlowDown),
+    ] {
+        run.proxy.add(Rule::sometimes(op, fault, p));
+    }
+    let started = Instant::now();
+    let drain = drain_all(&run, Duration::from_millis(500), 10).await;
+    let lines = run.stack.lake_lines().await;
+    let counts = count_by_id(&lines);
+    let lost = run
+        .traffic
+        .unique
+        .keys()
+        .filter(|id| !counts.contains_key(id))
+        .count();
+    let doubled = counts.values().filter(|n| **n > 1).count();
+    let calls: u64 = run.proxy.calls().values().sum();
+    let injected = run.proxy.injected();
+    println!(
+        "soak: {} batches over {} shards, {} events ({} re-sends, {} bad) in {:?}",
+        drain.invocations,
+        run.shards.len(),
+        run.traffic.payloads.len(),
+        run.traffic.resent,
+        run.traffic.bad,
+        started.elapsed()
+    );
+    println!(
+        "soak: {} calls, faults injected {} ({:?}); operation retries {}; throttles seen {}; records retried by Kinesis {}",
+        calls,
+        injected.values().sum::<u64>(),
+        injected,
+        drain.stats.retries,
+        drain.stats.throttled,
+        drain.stats.failed
+    );
+    println!("soak: lost {lost}, doubled {doubled}");
+    assert!(drain.invocations >= 200, "at least 200 batches");
+    assert_eq!(lost, 0);
+    assert_eq!(doubled, 0);
+    assert_exactly_once(&lines, &run.traffic.unique);
+    assert_eq!(run.stack.quarantine_lines().await.len(), run.traffic.bad);
+}
