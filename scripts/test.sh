@@ -14,6 +14,12 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+log "the deployed function carries no test-only features"
+if cargo tree --locked -p dedup-enrich -e normal,build,features -i sightline-core | grep -qE 'fault-points|fakes'; then
+  echo "dedup-enrich's own build enables a test-only feature of sightline-core" >&2
+  exit 1
+fi
+
 log "starting moto"
 endpoint="$("$ROOT/scripts/moto.sh" start)"
 trap '"$ROOT/scripts/moto.sh" stop' EXIT

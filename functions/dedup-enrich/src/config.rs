@@ -16,9 +16,10 @@ pub const ENV_DEADLINE_RESERVE_MS: &str = "DEADLINE_RESERVE_MS";
 pub const ENV_METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 pub const ENV_AWS_CALL_TIMEOUT_MS: &str = "AWS_CALL_TIMEOUT_MS";
 pub const ENV_S3_FORCE_PATH_STYLE: &str = "S3_FORCE_PATH_STYLE";
+pub const ENV_RETRY_MAX_ATTEMPTS: &str = "RETRY_MAX_ATTEMPTS";
 
 /// Every variable the function reads, for the infra consistency checks.
-pub const ENV_VARS: [&str; 11] = [
+pub const ENV_VARS: [&str; 12] = [
     ENV_DEDUP_TABLE,
     ENV_DELIVERY_STREAM,
     ENV_QUARANTINE_BUCKET,
@@ -30,6 +31,7 @@ pub const ENV_VARS: [&str; 11] = [
     ENV_METRICS_NAMESPACE,
     ENV_AWS_CALL_TIMEOUT_MS,
     ENV_S3_FORCE_PATH_STYLE,
+    ENV_RETRY_MAX_ATTEMPTS,
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -57,6 +59,8 @@ pub struct Config {
     pub metrics_namespace: String,
     pub aws_call_timeout: Duration,
     pub s3_force_path_style: bool,
+    /// Attempts per AWS call within one invocation, the first included.
+    pub retry_max_attempts: u32,
 }
 
 impl Config {
@@ -148,6 +152,8 @@ impl Config {
                 "milliseconds from 100 to 60000",
             )? as u64),
             s3_force_path_style,
+            retry_max_attempts: number(ENV_RETRY_MAX_ATTEMPTS, 6, 1, 20, "an integer from 1 to 20")?
+                as u32,
         })
     }
 }
@@ -178,6 +184,7 @@ mod tests {
         assert_eq!(c.claim_concurrency, 64);
         assert_eq!(c.pack_max_events, 500);
         assert_eq!(c.quarantine_prefix, "quarantine/");
+        assert_eq!(c.retry_max_attempts, 6);
         assert!(!c.s3_force_path_style);
     }
 

@@ -39,7 +39,10 @@ pub fn pipeline_config(config: &Config) -> PipelineConfig {
     PipelineConfig {
         dedup_window_secs: config.dedup_window_secs,
         claim_concurrency: config.claim_concurrency,
-        retry: RetryPolicy::default(),
+        retry: RetryPolicy {
+            max_attempts: config.retry_max_attempts,
+            ..RetryPolicy::default()
+        },
         quarantine_prefix: config.quarantine_prefix.clone(),
     }
 }

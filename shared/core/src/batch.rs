@@ -335,6 +335,9 @@ where
             }
         }
 
+        #[cfg(feature = "fault-points")]
+        crate::fault_points::hit("after-claims");
+
         let mut cut = first_index(&steps, |s| matches!(s, Step::Failed)).unwrap_or(n);
         if retrier.out_of_time() {
             cut = cut.min(first_unsettled(&steps).unwrap_or(n));

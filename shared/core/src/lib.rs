@@ -17,6 +17,8 @@ pub mod time;
 
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
+#[cfg(feature = "fault-points")]
+pub mod fault_points;
 
 pub use batch::{BatchReport, DuplicateKind, Fate, Pipeline, PipelineConfig};
 pub use dataset_b::DatasetB;

@@ -204,6 +204,11 @@ impl Stack {
         endpoint: &str,
         attempt_timeout: Duration,
     ) -> AwsApp {
+        Stack::app_at(config, endpoint, attempt_timeout).await
+    }
+
+    /// The app over fresh clients for `endpoint`.
+    pub async fn app_at(config: &Config, endpoint: &str, attempt_timeout: Duration) -> AwsApp {
         let settings = ClientSettings {
             attempt_timeout,
             s3_force_path_style: true,
