@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+pub use sightline_core::env::ConfigError;
+use sightline_core::env::EnvReader;
 use sightline_core::packing::MAX_EVENTS_PER_PACKED_RECORD;
-use thiserror::Error;
 
 pub const ENV_DEDUP_TABLE: &str = "DEDUP_TABLE";
 pub const ENV_DELIVERY_STREAM: &str = "DELIVERY_STREAM";
@@ -34,18 +35,6 @@ pub const ENV_VARS: [&str; 12] = [
     ENV_RETRY_MAX_ATTEMPTS,
 ];
 
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("environment variable {0} is required but not set")]
-    Missing(&'static str),
-    #[error("environment variable {name}={value:?} is invalid: {expected}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub dedup_table: String,
@@ -70,90 +59,66 @@ impl Config {
 
     /// Reads through `lookup` so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
-        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
-        let number = |name: &'static str,
-                      default: i64,
-                      min: i64,
-                      max: i64,
-                      expected: &'static str| {
-            match get(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| (min..=max).contains(n))
-                    .ok_or(ConfigError::Invalid {
-                        name,
-                        value: v,
-                        expected,
-                    }),
-            }
-        };
-        let mut quarantine_prefix =
-            get(ENV_QUARANTINE_PREFIX).unwrap_or_else(|| "quarantine/".to_string());
+        let env = EnvReader::new(lookup);
+        let mut quarantine_prefix = env
+            .optional(ENV_QUARANTINE_PREFIX)
+            .unwrap_or_else(|| "quarantine/".to_string());
         if !quarantine_prefix.ends_with('/') {
             quarantine_prefix.push('/');
         }
-        let endpoint_set =
-            lookup("AWS_ENDPOINT_URL").is_some() || lookup("AWS_ENDPOINT_URL_S3").is_some();
-        let s3_force_path_style = match get(ENV_S3_FORCE_PATH_STYLE).as_deref() {
-            None => endpoint_set,
-            Some("true" | "1") => true,
-            Some("false" | "0") => false,
-            Some(v) => {
-                return Err(ConfigError::Invalid {
-                    name: ENV_S3_FORCE_PATH_STYLE,
-                    value: v.to_string(),
-                    expected: "true or false",
-                });
-            }
-        };
+        let endpoint_set = env.optional("AWS_ENDPOINT_URL").is_some()
+            || env.optional("AWS_ENDPOINT_URL_S3").is_some();
         Ok(Config {
-            dedup_table: required(ENV_DEDUP_TABLE)?,
-            delivery_stream: required(ENV_DELIVERY_STREAM)?,
-            quarantine_bucket: required(ENV_QUARANTINE_BUCKET)?,
+            dedup_table: env.required(ENV_DEDUP_TABLE)?,
+            delivery_stream: env.required(ENV_DELIVERY_STREAM)?,
+            quarantine_bucket: env.required(ENV_QUARANTINE_BUCKET)?,
             quarantine_prefix,
-            dedup_window_secs: number(
+            dedup_window_secs: env.integer(
                 ENV_DEDUP_WINDOW_SECS,
                 86_400,
                 60,
                 366 * 86_400,
                 "seconds between 60 and 31622400",
             )?,
-            claim_concurrency: number(
+            claim_concurrency: env.integer(
                 ENV_CLAIM_CONCURRENCY,
                 64,
                 1,
                 1_000,
                 "an integer from 1 to 1000",
             )? as usize,
-            pack_max_events: number(
+            pack_max_events: env.integer(
                 ENV_PACK_MAX_EVENTS,
                 MAX_EVENTS_PER_PACKED_RECORD as i64,
                 1,
                 MAX_EVENTS_PER_PACKED_RECORD as i64,
                 "an integer from 1 to 500 (1 disables packing)",
             )? as usize,
-            deadline_reserve_ms: number(
+            deadline_reserve_ms: env.integer(
                 ENV_DEADLINE_RESERVE_MS,
                 2_000,
                 0,
                 60_000,
                 "milliseconds from 0 to 60000",
             )?,
-            metrics_namespace: get(ENV_METRICS_NAMESPACE).unwrap_or_else(|| "Sightline".into()),
-            aws_call_timeout: Duration::from_millis(number(
+            metrics_namespace: env
+                .optional(ENV_METRICS_NAMESPACE)
+                .unwrap_or_else(|| "Sightline".into()),
+            aws_call_timeout: Duration::from_millis(env.integer(
                 ENV_AWS_CALL_TIMEOUT_MS,
                 5_000,
                 100,
                 60_000,
                 "milliseconds from 100 to 60000",
             )? as u64),
-            s3_force_path_style,
-            retry_max_attempts: number(ENV_RETRY_MAX_ATTEMPTS, 6, 1, 20, "an integer from 1 to 20")?
-                as u32,
+            s3_force_path_style: env.flag(ENV_S3_FORCE_PATH_STYLE, endpoint_set)?,
+            retry_max_attempts: env.integer(
+                ENV_RETRY_MAX_ATTEMPTS,
+                6,
+                1,
+                20,
+                "an integer from 1 to 20",
+            )? as u32,
         })
     }
 }

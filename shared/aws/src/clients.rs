@@ -32,6 +32,7 @@ pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub firehose: aws_sdk_firehose::Client,
     pub s3: aws_sdk_s3::Client,
+    pub kinesis: aws_sdk_kinesis::Client,
 }
 
 /// Loads region, credentials and `AWS_ENDPOINT_URL` from the environment.
@@ -72,6 +73,7 @@ impl AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             firehose: aws_sdk_firehose::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3),
+            kinesis: aws_sdk_kinesis::Client::new(config),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod clients;
 pub mod dynamo;
 pub mod error;
 pub mod firehose;
+pub mod kinesis;
 pub mod s3;
 
 pub use clients::{AwsClients, ClientSettings};

@@ -141,7 +141,13 @@ impl fmt::Display for Rejection {
 
 /// Decodes and validates a record's payload.
 pub fn decode(record: &InputRecord) -> Result<DetectionEvent<'_>, Rejection> {
-    let text = std::str::from_utf8(&record.data).map_err(|e| Rejection::NotUtf8 {
+    decode_bytes(&record.data, record.arrival_ms)
+}
+
+/// Decodes and validates one event's bytes; `arrival_ms` bounds how far in the
+/// future its timestamp may be (the Kinesis arrival, or "now" at the front door).
+pub fn decode_bytes(data: &[u8], arrival_ms: i64) -> Result<DetectionEvent<'_>, Rejection> {
+    let text = std::str::from_utf8(data).map_err(|e| Rejection::NotUtf8 {
         valid_up_to: e.valid_up_to(),
     })?;
     let first = text.trim_start().as_bytes().first().copied();
@@ -164,7 +170,7 @@ pub fn decode(record: &InputRecord) -> Result<DetectionEvent<'_>, Rejection> {
     let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|e| Rejection::InvalidJson {
         detail: e.to_string(),
     })?;
-    raw.validate(record.arrival_ms)
+    raw.validate(arrival_ms)
 }
 
 /// Decodes, validates and joins with Dataset B.

@@ -30,7 +30,7 @@ pub trait RecordBatchPort: Send + Sync {
 }
 
 #[derive(Debug, Error)]
-pub enum PackedSinkError<E: std::error::Error + 'static> {
+pub enum BatchCallError<E: std::error::Error + 'static> {
     #[error("delivery call failed")]
     Call(#[source] E),
     #[error("{failed} record(s) rejected by the delivery stream: {code}: {message}")]
@@ -45,17 +45,17 @@ pub enum PackedSinkError<E: std::error::Error + 'static> {
     Encode(#[source] serde_json::Error),
 }
 
-impl<E: std::error::Error + Classify + 'static> Classify for PackedSinkError<E> {
+impl<E: std::error::Error + Classify + 'static> Classify for BatchCallError<E> {
     fn class(&self) -> ErrorClass {
         match self {
-            PackedSinkError::Call(e) => e.class(),
+            BatchCallError::Call(e) => e.class(),
             // Entry-level failures are capacity or internal faults: retry them.
-            PackedSinkError::Rejected { code, .. } => match classify_aws(Some(code), None) {
+            BatchCallError::Rejected { code, .. } => match classify_aws(Some(code), None) {
                 ErrorClass::Permanent => ErrorClass::Transient,
                 c => c,
             },
-            PackedSinkError::ResultCount { .. } => ErrorClass::Transient,
-            PackedSinkError::Encode(_) => ErrorClass::Permanent,
+            BatchCallError::ResultCount { .. } => ErrorClass::Transient,
+            BatchCallError::Encode(_) => ErrorClass::Permanent,
         }
     }
 }
@@ -75,57 +75,29 @@ impl<P: RecordBatchPort> PackedSink<P> {
         &self,
         events: &[OutputEvent<'_>],
         retrier: &Retrier<'_>,
-    ) -> Delivery<PackedSinkError<P::Error>> {
+    ) -> Delivery<BatchCallError<P::Error>> {
         let records = match pack(events, self.pack) {
             Ok(r) => r,
             Err(e) => {
                 return Delivery {
                     accepted: vec![false; events.len()],
-                    error: Some(PackedSinkError::Encode(e)),
+                    error: Some(BatchCallError::Encode(e)),
                 };
             }
         };
-        let done: Vec<AtomicBool> = records.iter().map(|_| AtomicBool::new(false)).collect();
+        let mut done = vec![false; records.len()];
         let mut error = None;
         for call in chunk_calls(&records) {
-            let pending = Mutex::new(call.collect::<Vec<usize>>());
-            let attempt = || async {
-                let idx = lock(&pending).clone();
-                let data: Vec<&[u8]> = idx.iter().map(|i| records[*i].data.as_slice()).collect();
-                let results = self
-                    .port
-                    .put_record_batch(&data)
-                    .await
-                    .map_err(PackedSinkError::Call)?;
-                if results.len() != idx.len() {
-                    return Err(PackedSinkError::ResultCount {
-                        sent: idx.len(),
-                        got: results.len(),
-                    });
-                }
-                let mut still = Vec::new();
-                let mut first = None;
-                for (i, r) in idx.into_iter().zip(results) {
-                    match r {
-                        None => done[i].store(true, Ordering::Relaxed),
-                        Some(f) => {
-                            still.push(i);
-                            first.get_or_insert(f);
-                        }
-                    }
-                }
-                let failed = still.len();
-                *lock(&pending) = still;
-                match first {
-                    None => Ok(()),
-                    Some(f) => Err(PackedSinkError::Rejected {
-                        failed,
-                        code: f.code,
-                        message: f.message,
-                    }),
-                }
-            };
-            if let Err(e) = retrier.run(attempt).await {
+            let (accepted, err) = send_resending_failures(retrier, call.len(), |idx| {
+                let data: Vec<&[u8]> = idx
+                    .iter()
+                    .map(|i| records[call.start + i].data.as_slice())
+                    .collect();
+                async move { self.port.put_record_batch(&data).await }
+            })
+            .await;
+            done[call.clone()].copy_from_slice(&accepted);
+            if let Some(e) = err {
                 // Nothing after a failed call may be delivered in this invocation.
                 error = Some(e);
                 break;
@@ -133,12 +105,65 @@ impl<P: RecordBatchPort> PackedSink<P> {
         }
         let mut accepted = vec![false; events.len()];
         for (r, ok) in records.iter().zip(&done) {
-            if ok.load(Ordering::Relaxed) {
+            if *ok {
                 accepted[r.events.clone()].fill(true);
             }
         }
         Delivery { accepted, error }
     }
+}
+
+/// Sends `count` entries through `call` (which gets the indices still to send
+/// and answers per entry), re-sending only failed entries as `retrier` allows.
+/// Returns which entries were accepted, and the last error if any was not.
+pub async fn send_resending_failures<E, F, Fut>(
+    retrier: &Retrier<'_>,
+    count: usize,
+    call: F,
+) -> (Vec<bool>, Option<BatchCallError<E>>)
+where
+    E: std::error::Error + Classify + 'static,
+    F: Fn(Vec<usize>) -> Fut,
+    Fut: Future<Output = Result<Vec<Option<EntryFailure>>, E>>,
+{
+    let done: Vec<AtomicBool> = (0..count).map(|_| AtomicBool::new(false)).collect();
+    let pending = Mutex::new((0..count).collect::<Vec<usize>>());
+    let attempt = || async {
+        let idx = lock(&pending).clone();
+        let results = call(idx.clone()).await.map_err(BatchCallError::Call)?;
+        if results.len() != idx.len() {
+            return Err(BatchCallError::ResultCount {
+                sent: idx.len(),
+                got: results.len(),
+            });
+        }
+        let mut still = Vec::new();
+        let mut first = None;
+        for (i, r) in idx.into_iter().zip(results) {
+            match r {
+                None => done[i].store(true, Ordering::Relaxed),
+                Some(f) => {
+                    still.push(i);
+                    first.get_or_insert(f);
+                }
+            }
+        }
+        let failed = still.len();
+        *lock(&pending) = still;
+        match first {
+            None => Ok(()),
+            Some(f) => Err(BatchCallError::Rejected {
+                failed,
+                code: f.code,
+                message: f.message,
+            }),
+        }
+    };
+    let error = retrier.run(attempt).await.err();
+    (
+        done.iter().map(|d| d.load(Ordering::Relaxed)).collect(),
+        error,
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -147,7 +172,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl<P: RecordBatchPort> EventSink for PackedSink<P> {
-    type Error = PackedSinkError<P::Error>;
+    type Error = BatchCallError<P::Error>;
 
     fn deliver<'a>(
         &'a self,

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use crate::delivery::{EntryFailure, RecordBatchPort};
 use crate::ports::{
-    Checkpoint, ClaimOutcome, ClaimRequest, ClaimStore, ExistingClaim, QuarantineStore,
+    Checkpoint, ClaimOutcome, ClaimRequest, ClaimStore, ExistingClaim, QuarantineStore, StreamPort,
 };
 use crate::retry::{Classify, ErrorClass};
 use crate::time::Clock;
@@ -349,5 +349,53 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A Kinesis stand-in: keeps every accepted (partition key, data); entries can
+/// be throttled with a probability, or every call failed.
+#[derive(Debug)]
+pub struct MemoryStream {
+    pub records: Mutex<Vec<(String, Vec<u8>)>>,
+    pub faults: Faults,
+    /// Probability that one entry is answered `ProvisionedThroughputExceededException`.
+    pub throttle_rate: Mutex<f64>,
+}
+
+impl Default for MemoryStream {
+    fn default() -> Self {
+        MemoryStream {
+            records: Mutex::new(Vec::new()),
+            faults: Faults::none(),
+            throttle_rate: Mutex::new(0.0),
+        }
+    }
+}
+
+impl StreamPort for MemoryStream {
+    type Error = FakeError;
+
+    async fn put_records<'a>(
+        &'a self,
+        entries: &'a [(&'a str, &'a [u8])],
+    ) -> Result<Vec<Option<EntryFailure>>, FakeError> {
+        if self.faults.draw("put_records") == Some(false) {
+            return Err(fault("put_records", false));
+        }
+        let p = *lock(&self.throttle_rate);
+        Ok(entries
+            .iter()
+            .map(|(pk, data)| {
+                if self.faults.chance(p) {
+                    Some(EntryFailure {
+                        code: "ProvisionedThroughputExceededException".into(),
+                        message: "injected".into(),
+                    })
+                } else {
+                    lock(&self.records).push((pk.to_string(), data.to_vec()));
+                    None
+                }
+            })
+            .collect())
     }
 }

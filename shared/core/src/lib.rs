@@ -6,6 +6,7 @@ pub mod batch;
 pub mod dataset_b;
 pub mod decode;
 pub mod delivery;
+pub mod env;
 pub mod metrics;
 pub mod model;
 pub mod packing;

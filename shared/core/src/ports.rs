@@ -120,3 +120,14 @@ pub trait QuarantineStore: Send + Sync {
         body: Vec<u8>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
+
+/// A stream that takes keyed records (Kinesis `PutRecords` in production).
+pub trait StreamPort: Send + Sync {
+    type Error: PortError;
+
+    /// One call with `(partition key, data)` entries; per entry, `None` when accepted.
+    fn put_records<'a>(
+        &'a self,
+        entries: &'a [(&'a str, &'a [u8])],
+    ) -> impl Future<Output = Result<Vec<Option<crate::delivery::EntryFailure>>, Self::Error>> + Send + 'a;
+}
