@@ -61,23 +61,27 @@ async fn drain_with(
     total
 }
 
-/// The Athena view's rule, embedded: one row per detection_oid, the earliest
-/// by (ingested_at, source_sequence).
+/// The Athena view's rule (`infra/athena/dedup_view.sql`), embedded: one row per
+/// (event_date, event_hour, detection_oid), the earliest by (ingested_at, source_sequence).
 fn dedup_view(lines: &[Value]) -> Vec<Value> {
-    let mut best: HashMap<i64, &Value> = HashMap::new();
+    let mut best: HashMap<(String, String, i64), &Value> = HashMap::new();
+    let order = |v: &Value| {
+        (
+            v["ingested_at"].as_i64().unwrap_or_default(),
+            v["source_sequence"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
     for l in lines {
-        let id = l["detection_oid"].as_i64().unwrap_or_default();
-        let key = |v: &Value| {
-            (
-                v["ingested_at"].as_i64().unwrap_or_default(),
-                v["source_sequence"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        };
-        if best.get(&id).is_none_or(|b| key(l) < key(b)) {
-            best.insert(id, l);
+        let key = (
+            l["event_date"].as_str().unwrap_or_default().to_string(),
+            l["event_hour"].as_str().unwrap_or_default().to_string(),
+            l["detection_oid"].as_i64().unwrap_or_default(),
+        );
+        if best.get(&key).is_none_or(|b| order(l) < order(b)) {
+            best.insert(key, l);
         }
     }
     best.into_values().cloned().collect()

@@ -1,0 +1,26 @@
+# Example root: the whole Sightline stack in one region. From this directory:
+#   terraform init && terraform apply -var stage=dev
+module "sightline" {
+  source = "../../modules/sightline"
+
+  stage                              = var.stage
+  stream_mode                        = var.stream_mode
+  shard_count                        = var.shard_count
+  stream_retention_hours             = var.stream_retention_hours
+  dedup_window_secs                  = var.dedup_window_secs
+  batch_size                         = var.batch_size
+  maximum_batching_window_in_seconds = var.maximum_batching_window_in_seconds
+  parallelization_factor             = var.parallelization_factor
+  firehose_buffer_size_mib           = var.firehose_buffer_size_mib
+  firehose_buffer_interval_seconds   = var.firehose_buffer_interval_seconds
+  athena_bytes_scanned_cutoff        = var.athena_bytes_scanned_cutoff
+  iterator_age_alarm_ms              = var.iterator_age_alarm_ms
+  freshness_alarm_seconds            = var.freshness_alarm_seconds
+  quarantine_rate_alarm_percent      = var.quarantine_rate_alarm_percent
+  log_retention_days                 = var.log_retention_days
+  rust_log                           = var.rust_log
+  alarm_email                        = var.alarm_email
+  enable_quicksight                  = var.enable_quicksight
+  quicksight_principal_arn           = var.quicksight_principal_arn
+  lambda_zip_path                    = var.lambda_zip_path
+}

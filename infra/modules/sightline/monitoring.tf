@@ -1,0 +1,229 @@
+resource "aws_sns_topic" "alarms" {
+  name              = "${local.prefix}-alarms"
+  kms_master_key_id = aws_kms_key.data.arn
+  tags              = local.tags
+}
+
+resource "aws_sns_topic_subscription" "alarm_email" {
+  count     = var.alarm_email == "" ? 0 : 1
+  topic_arn = aws_sns_topic.alarms.arn
+  protocol  = "email"
+  endpoint  = var.alarm_email
+}
+
+locals {
+  function_dimensions = { FunctionName = aws_lambda_function.dedup_enrich.function_name }
+
+  # Single-metric alarms; what each means is in infra/README.md.
+  simple_alarms = {
+    iterator-age = {
+      description = "The function is falling behind the stream (oldest unprocessed record too old); data in Athena is going stale."
+      namespace   = "AWS/Lambda", metric = "IteratorAge", stat = "Maximum", dimensions = local.function_dimensions
+      period      = 60, periods = 5, threshold = var.iterator_age_alarm_ms, operator = "GreaterThanThreshold"
+    }
+    function-errors = {
+      description = "Whole invocations failed (crash, timeout, init error); the batch is retried and bisected, then sent to the on-failure queue."
+      namespace   = "AWS/Lambda", metric = "Errors", stat = "Sum", dimensions = local.function_dimensions
+      period      = 300, periods = 1, threshold = 1, operator = "GreaterThanOrEqualToThreshold"
+    }
+    function-throttles = {
+      description = "Lambda throttled the function (account or reserved concurrency); shards wait."
+      namespace   = "AWS/Lambda", metric = "Throttles", stat = "Sum", dimensions = local.function_dimensions
+      period      = 300, periods = 1, threshold = 1, operator = "GreaterThanOrEqualToThreshold"
+    }
+    downstream-throttles = {
+      description = "DynamoDB, Firehose or S3 kept throttling the function for 15 minutes (EMF metric Throttled)."
+      namespace   = local.metrics_namespace, metric = "Throttled", stat = "Sum", dimensions = local.function_dimensions
+      period      = 300, periods = 3, threshold = 1, operator = "GreaterThanOrEqualToThreshold"
+    }
+    records-retried = {
+      description = "Records were reported in batchItemFailures for 15 minutes in a row (EMF metric Failed); a shard may be stuck."
+      namespace   = local.metrics_namespace, metric = "Failed", stat = "Sum", dimensions = local.function_dimensions
+      period      = 300, periods = 3, threshold = 1, operator = "GreaterThanOrEqualToThreshold"
+    }
+    on-failure-queue = {
+      description = "Kinesis gave up on a batch; its shard and sequence range is in the on-failure queue, to be replayed."
+      namespace   = "AWS/SQS", metric = "ApproximateNumberOfMessagesVisible", stat = "Maximum", dimensions = { QueueName = aws_sqs_queue.on_failure.name }
+      period      = 300, periods = 1, threshold = 1, operator = "GreaterThanOrEqualToThreshold"
+    }
+    delivery-freshness = {
+      description = "The oldest record in the events delivery stream has waited longer than freshness_alarm_seconds."
+      namespace   = "AWS/Firehose", metric = "DeliveryToS3.DataFreshness", stat = "Maximum", dimensions = { DeliveryStreamName = aws_kinesis_firehose_delivery_stream.events.name }
+      period      = 300, periods = 2, threshold = var.freshness_alarm_seconds, operator = "GreaterThanThreshold"
+    }
+    parquet-conversion-failures = {
+      description = "Firehose could not convert records to Parquet with the Glue schema; see errors/events/format-conversion-failed/."
+      namespace   = "AWS/Firehose", metric = "FailedConversion.Records", stat = "Sum", dimensions = { DeliveryStreamName = aws_kinesis_firehose_delivery_stream.events.name }
+      period      = 300, periods = 1, threshold = 1, operator = "GreaterThanOrEqualToThreshold"
+    }
+    raw-archive-freshness = {
+      description = "The raw archive is more than 15 minutes behind the stream (its buffer is 300 s)."
+      namespace   = "AWS/Firehose", metric = "DeliveryToS3.DataFreshness", stat = "Maximum", dimensions = { DeliveryStreamName = aws_kinesis_firehose_delivery_stream.raw.name }
+      period      = 300, periods = 2, threshold = 900, operator = "GreaterThanThreshold"
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "simple" {
+  for_each = local.simple_alarms
+
+  alarm_name          = "${local.prefix}-${each.key}"
+  alarm_description   = each.value.description
+  namespace           = each.value.namespace
+  metric_name         = each.value.metric
+  dimensions          = each.value.dimensions
+  statistic           = each.value.stat
+  period              = each.value.period
+  evaluation_periods  = each.value.periods
+  datapoints_to_alarm = each.value.periods
+  threshold           = each.value.threshold
+  comparison_operator = each.value.operator
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "quarantine_rate" {
+  alarm_name          = "${local.prefix}-quarantine-rate"
+  alarm_description   = "More than quarantine_rate_alarm_percent of received records were quarantined (malformed upstream data). Records are under quarantine/ in the quarantine bucket."
+  evaluation_periods  = 3
+  datapoints_to_alarm = 3
+  threshold           = var.quarantine_rate_alarm_percent
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+
+  metric_query {
+    id          = "rate"
+    label       = "Quarantined percent of received"
+    expression  = "IF(received > 0, 100 * quarantined / received, 0)"
+    return_data = true
+  }
+
+  metric_query {
+    id = "quarantined"
+    metric {
+      namespace   = local.metrics_namespace
+      metric_name = "Quarantined"
+      dimensions  = local.function_dimensions
+      period      = 300
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id = "received"
+    metric {
+      namespace   = local.metrics_namespace
+      metric_name = "Received"
+      dimensions  = local.function_dimensions
+      period      = 300
+      stat        = "Sum"
+    }
+  }
+
+  tags = local.tags
+}
+
+locals {
+  fn = aws_lambda_function.dedup_enrich.function_name
+  ns = local.metrics_namespace
+}
+
+resource "aws_cloudwatch_dashboard" "this" {
+  dashboard_name = local.prefix
+  dashboard_body = jsonencode({
+    widgets = [
+      {
+        type = "metric", x = 0, y = 0, width = 12, height = 6
+        properties = {
+          title = "Records by outcome (EMF)", region = local.region, stat = "Sum", period = 60, view = "timeSeries"
+          metrics = [
+            [local.ns, "Received", "FunctionName", local.fn],
+            [".", "Delivered", ".", "."],
+            [".", "Duplicates", ".", "."],
+            [".", "Quarantined", ".", "."],
+            [".", "UnknownLocation", ".", "."],
+            [".", "Failed", ".", "."],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 12, y = 0, width = 12, height = 6
+        properties = {
+          title = "Duplicate and quarantine rate (%)", region = local.region, period = 300, view = "timeSeries"
+          metrics = [
+            [{ expression = "IF(r > 0, 100 * d / r, 0)", label = "duplicates %", id = "dr" }],
+            [{ expression = "IF(r > 0, 100 * q / r, 0)", label = "quarantined %", id = "qr" }],
+            [local.ns, "Received", "FunctionName", local.fn, { id = "r", stat = "Sum", visible = false }],
+            [".", "Duplicates", ".", ".", { id = "d", stat = "Sum", visible = false }],
+            [".", "Quarantined", ".", ".", { id = "q", stat = "Sum", visible = false }],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 0, y = 6, width = 8, height = 6
+        properties = {
+          title   = "Iterator age (ms)", region = local.region, stat = "Maximum", period = 60, view = "timeSeries"
+          metrics = [["AWS/Lambda", "IteratorAge", "FunctionName", local.fn]]
+        }
+      },
+      {
+        type = "metric", x = 8, y = 6, width = 8, height = 6
+        properties = {
+          title = "Batch duration (ms, EMF)", region = local.region, period = 60, view = "timeSeries"
+          metrics = [
+            [local.ns, "DurationMs", "FunctionName", local.fn, { stat = "p50" }],
+            ["...", { stat = "p99" }],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 16, y = 6, width = 8, height = 6
+        properties = {
+          title = "Errors, throttles, retries", region = local.region, stat = "Sum", period = 60, view = "timeSeries"
+          metrics = [
+            ["AWS/Lambda", "Errors", "FunctionName", local.fn],
+            [".", "Throttles", ".", "."],
+            [local.ns, "Throttled", "FunctionName", local.fn],
+            [".", "Retried", ".", "."],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 0, y = 12, width = 8, height = 6
+        properties = {
+          title = "Firehose freshness (s)", region = local.region, stat = "Maximum", period = 60, view = "timeSeries"
+          metrics = [
+            ["AWS/Firehose", "DeliveryToS3.DataFreshness", "DeliveryStreamName", aws_kinesis_firehose_delivery_stream.events.name],
+            ["...", aws_kinesis_firehose_delivery_stream.raw.name],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 8, y = 12, width = 8, height = 6
+        properties = {
+          title = "Firehose records in / converted / failed", region = local.region, stat = "Sum", period = 60, view = "timeSeries"
+          metrics = [
+            ["AWS/Firehose", "IncomingRecords", "DeliveryStreamName", aws_kinesis_firehose_delivery_stream.events.name],
+            [".", "SucceedConversion.Records", ".", "."],
+            [".", "FailedConversion.Records", ".", "."],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 16, y = 12, width = 8, height = 6
+        properties = {
+          title = "Claim table and on-failure queue", region = local.region, stat = "Sum", period = 60, view = "timeSeries"
+          metrics = [
+            ["AWS/DynamoDB", "ConsumedWriteCapacityUnits", "TableName", aws_dynamodb_table.claims.name],
+            [".", "ThrottledRequests", ".", "."],
+            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", aws_sqs_queue.on_failure.name, { stat = "Maximum" }],
+          ]
+        }
+      },
+    ]
+  })
+}

@@ -1,0 +1,68 @@
+output "stream_name" {
+  description = "Kinesis stream the cameras publish to."
+  value       = aws_kinesis_stream.events.name
+}
+
+output "stream_arn" {
+  value = aws_kinesis_stream.events.arn
+}
+
+output "function_name" {
+  value = aws_lambda_function.dedup_enrich.function_name
+}
+
+output "claim_table_name" {
+  value = aws_dynamodb_table.claims.name
+}
+
+output "delivery_stream_name" {
+  value = aws_kinesis_firehose_delivery_stream.events.name
+}
+
+output "raw_archive_delivery_stream_name" {
+  value = aws_kinesis_firehose_delivery_stream.raw.name
+}
+
+output "lake_bucket_name" {
+  value = aws_s3_bucket.data["lake"].bucket
+}
+
+output "quarantine_bucket_name" {
+  value = aws_s3_bucket.data["quarantine"].bucket
+}
+
+output "raw_bucket_name" {
+  value = aws_s3_bucket.data["raw"].bucket
+}
+
+output "athena_results_bucket_name" {
+  value = aws_s3_bucket.data["athena"].bucket
+}
+
+output "glue_database_name" {
+  value = aws_glue_catalog_database.this.name
+}
+
+output "events_table_name" {
+  value = aws_glue_catalog_table.events.name
+}
+
+output "dedup_view_name" {
+  value = aws_glue_catalog_table.events_dedup.name
+}
+
+output "athena_workgroup_name" {
+  value = aws_athena_workgroup.this.name
+}
+
+output "on_failure_queue_url" {
+  value = aws_sqs_queue.on_failure.id
+}
+
+output "alarm_topic_arn" {
+  value = aws_sns_topic.alarms.arn
+}
+
+output "dashboard_name" {
+  value = aws_cloudwatch_dashboard.this.dashboard_name
+}

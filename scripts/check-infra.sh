@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Offline checks of the deployment definitions (template.yaml and infra/), no AWS
+# account needed:
+#   cfn-lint, sam validate (--lint and plain), terraform fmt, terraform init (local
+#   provider mirror) + validate, checkov on both definitions, and pytest tests/infra
+#   (both definitions agree with infra/schema.json; the Athena SQL parses as Trino).
+# Runs from anywhere; needs python3 and terraform on PATH. Every step runs even if an
+# earlier one failed; the last line says what failed, and the exit code is non-zero.
+#
+# Python tools are pinned in requirements-infra.txt (+ infra/constraints.txt) and
+# installed into their own venv, next to the project's tool venv: aws-sam-cli and
+# checkov pin boto3, networkx and others to versions that differ from what moto in
+# requirements-dev.txt resolves to, and sharing one venv would make either set
+# silently change the other. Override with SIGHTLINE_INFRA_VENV.
+#
+# Speed: the venv is reinstalled only when requirements-infra.txt or the constraints
+# change (a stamp file records what was installed), so a warm run does no pip work.
+# When it does reinstall (new pins, or a fresh venv), pip's own cache (~/.cache/pip,
+# downloaded wheels and HTTP responses) means nothing is downloaded again, so a
+# second install takes seconds instead of the minutes of the first.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+CACHE="${SIGHTLINE_CACHE:-$HOME/.cache/sightline}"
+VENV="${SIGHTLINE_INFRA_VENV:-${SIGHTLINE_VENV:-$CACHE/venv}-infra}"
+TF_ROOT="infra/examples/complete"
+TF_DATA_ROOT="$CACHE/terraform"
+started=$SECONDS
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+passed=()
+failed=()
+stage="setup"
+finish() {
+  local rc=$?
+  local took=$((SECONDS - started))
+  if [ "$stage" = "setup" ]; then
+    echo "check-infra: FAILED during setup (exit $rc) after ${took}s"
+  elif [ "${#failed[@]}" -gt 0 ]; then
+    local names
+    names="$(printf '%s, ' "${failed[@]}")"
+    echo "check-infra: FAILED: ${names%, } (${#passed[@]} of $((${#passed[@]} + ${#failed[@]})) checks passed, ${took}s)"
+  else
+    echo "check-infra: all ${#passed[@]} checks passed in ${took}s"
+  fi
+}
+trap finish EXIT
+
+# run NAME COMMAND...: runs one check, records it, never stops the script.
+run() {
+  local name="$1"
+  shift
+  local t0=$SECONDS
+  log "$name"
+  if "$@"; then
+    passed+=("$name")
+    log "$name: ok ($((SECONDS - t0))s)"
+  else
+    failed+=("$name")
+    log "$name: FAILED ($((SECONDS - t0))s)"
+  fi
+}
+
+# ------------------------------------------------------------------ Python tools
+ensure_venv() {
+  local req="$ROOT/requirements-infra.txt" cons="$ROOT/infra/constraints.txt"
+  local stamp="$VENV/.sightline-infra-reqs" want
+  if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c '' 2>/dev/null; then
+    log "venv at $VENV is broken (Python changed?); recreating it"
+    rm -rf "$VENV"
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating Python venv at $VENV"
+    mkdir -p "$(dirname "$VENV")"
+    python3 -m venv "$VENV"
+  fi
+  want="$(cat "$req" "$cons" | sha256sum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing $(grep -cvE '^\s*(#|$)' "$req") pinned Python tools (first time: a few minutes)"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" -c "$cons"
+    echo "$want" >"$stamp"
+  fi
+}
+
+# ------------------------------------------------------------------ Terraform
+# The registry may be unreachable; terraform init then needs a local provider mirror.
+# It is found (and the answer cached) by searching for the AWS provider binary and
+# taking the directory that holds registry.terraform.io/. SIGHTLINE_TF_PLUGIN_DIR
+# overrides; with no mirror at all, init falls back to the registry.
+find_plugin_dir() {
+  local cached="$CACHE/tf-plugin-dir" bin dir
+  if [ -n "${SIGHTLINE_TF_PLUGIN_DIR:-}" ]; then
+    echo "$SIGHTLINE_TF_PLUGIN_DIR"
+    return
+  fi
+  if [ -f "$cached" ] && [ -d "$(cat "$cached")/registry.terraform.io" ]; then
+    cat "$cached"
+    return
+  fi
+  bin="$(find / \( -path /proc -o -path /sys -o -path /dev -o -path "$TF_DATA_ROOT" -o -name .terraform \) -prune \
+    -o -name 'terraform-provider-aws*' -path '*/registry.terraform.io/*' -print 2>/dev/null | head -n 1 || true)"
+  if [ -n "$bin" ]; then
+    dir="${bin%%/registry.terraform.io/*}"
+    mkdir -p "$CACHE"
+    echo "$dir" >"$cached"
+    echo "$dir"
+  fi
+}
+
+tf() {
+  # A TF_CLI_CONFIG_FILE pointing at a missing file only prints warnings.
+  if [ -n "${TF_CLI_CONFIG_FILE:-}" ] && [ ! -f "$TF_CLI_CONFIG_FILE" ]; then
+    env -u TF_CLI_CONFIG_FILE TF_DATA_DIR="$TF_DATA_ROOT/examples-complete" TF_IN_AUTOMATION=1 terraform "$@"
+  else
+    TF_DATA_DIR="$TF_DATA_ROOT/examples-complete" TF_IN_AUTOMATION=1 terraform "$@"
+  fi
+}
+
+terraform_init_validate() {
+  local plugin_dir
+  plugin_dir="$(find_plugin_dir)"
+  mkdir -p "$TF_DATA_ROOT"
+  if [ -n "$plugin_dir" ]; then
+    echo "provider mirror: $plugin_dir"
+    tf -chdir="$TF_ROOT" init -backend=false -input=false -upgrade -plugin-dir="$plugin_dir" >/dev/null
+  else
+    echo "no local provider mirror found; using the registry"
+    tf -chdir="$TF_ROOT" init -backend=false -input=false -upgrade >/dev/null
+  fi
+  tf -chdir="$TF_ROOT" validate -no-color
+}
+
+# sam needs a region; the dummy credentials are never used (validation is local).
+sam_env() {
+  env AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+    SAM_CLI_TELEMETRY=0 "$@"
+}
+
+checkov_run() {
+  env -u TF_CLI_CONFIG_FILE BC_SKIP_MAPPING=TRUE checkov --quiet --compact --skip-download "$@"
+}
+
+# ------------------------------------------------------------------ the checks
+command -v terraform >/dev/null || { echo "terraform is not on PATH (needed for fmt and validate)" >&2; exit 1; }
+ensure_venv
+export PATH="$VENV/bin:$PATH"
+stage="checks"
+
+run "cfn-lint" cfn-lint template.yaml
+run "sam validate --lint" sam_env sam validate --lint --template-file template.yaml
+run "sam validate" sam_env sam validate --template-file template.yaml
+run "terraform fmt" tf fmt -check -recursive -diff infra
+run "terraform validate" terraform_init_validate
+run "checkov template.yaml" checkov_run --framework cloudformation -f template.yaml
+run "checkov infra/" checkov_run --framework terraform -d infra
+run "pytest tests/infra" python -m pytest tests/infra -q -p no:cacheprovider
+
+[ "${#failed[@]}" -eq 0 ]
