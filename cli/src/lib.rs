@@ -1,0 +1,3 @@
+//! The `sightline` command's subcommands, as a library so tests can call them.
+
+pub mod generate;
