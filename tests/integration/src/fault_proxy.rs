@@ -48,6 +48,9 @@ pub enum Fault {
     Delay(Duration),
     /// Forward, let moto act, then drop the answer.
     LoseAnswer,
+    /// Forward, and remove `Item` from a `ConditionalCheckFailedException`
+    /// answer, as an emulator without `ReturnValuesOnConditionCheckFailure` would.
+    StripConditionalItem,
 }
 
 impl Fault {
@@ -64,6 +67,7 @@ impl Fault {
             Fault::Reset => "connection_reset",
             Fault::Delay(_) => "delay",
             Fault::LoseAnswer => "answer_lost_after_write",
+            Fault::StripConditionalItem => "conditional_item_stripped",
         }
     }
 }
@@ -382,6 +386,23 @@ async fn handle(
             }
             forward(&upstream, &client, &parts, body).await?;
             Err(Box::new(Dropped))
+        }
+        Fault::StripConditionalItem => {
+            let (rp, rb) = forward(&upstream, &client, &parts, body).await?;
+            let stripped = match serde_json::from_slice::<Value>(&rb) {
+                Ok(Value::Object(mut m))
+                    if m.get("__type")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| t.ends_with("ConditionalCheckFailedException")) =>
+                {
+                    m.remove("Item");
+                    Bytes::from(Value::Object(m).to_string())
+                }
+                _ => rb,
+            };
+            let mut rp = rp;
+            rp.headers.remove(CONTENT_LENGTH);
+            Ok(Response::from_parts(rp, Full::new(stripped)))
         }
         Fault::FirehosePartial { fail_ratio } => {
             firehose_partial(&upstream, &client, &parts, body, fail_ratio, draw).await

@@ -242,6 +242,31 @@ async fn delivered_mark_answer_lost_after_the_write_once() {
     assert_exactly_once(&run.stack.lake_lines().await, &run.traffic.unique);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_are_recognised_when_the_store_omits_the_old_item() {
+    // Every claim answer loses ALL_OLD's item: the adapter reads the claim instead.
+    let run = setup("f-strip", 2, 80).await;
+    run.proxy.add(Rule::always(
+        "DynamoDB.PutItem",
+        Fault::StripConditionalItem,
+    ));
+    let drain = drain_all(&run, Duration::from_secs(2), 30).await;
+    assert!(
+        drain.stats.duplicates_upstream > 0,
+        "re-sends met another record's claim"
+    );
+    assert!(
+        run.proxy
+            .calls()
+            .get("DynamoDB.GetItem")
+            .copied()
+            .unwrap_or(0)
+            > drain.invocations as u64,
+        "claims were read back beyond the one checkpoint read per batch"
+    );
+    assert_exactly_once(&run.stack.lake_lines().await, &run.traffic.unique);
+}
+
 /// A Firehose answer lost after Firehose acted: Firehose has no idempotency
 /// key, so the lost call's events may land twice, and only those.
 async fn at_most_twice(run: &Run) {
