@@ -1,3 +1,4 @@
 //! The `sightline` command's subcommands, as a library so tests can call them.
 
 pub mod generate;
+pub mod produce;
