@@ -28,7 +28,7 @@ fn reference_valid(v: &Value) -> bool {
         .and_then(Value::as_str)
         .is_some_and(|s| !s.trim().is_empty() && s.chars().count() <= MAX_ITEM_NAME_CHARS);
     let ts_ok = int("timestamp_detected")
-        .is_some_and(|t| t >= MIN_TIMESTAMP_MS && t <= ARRIVAL + 86_400_000);
+        .is_some_and(|t| (MIN_TIMESTAMP_MS..=ARRIVAL + 86_400_000).contains(&t));
     ids_ok && name_ok && ts_ok
 }
 
