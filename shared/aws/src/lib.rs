@@ -7,6 +7,7 @@ pub mod error;
 pub mod firehose;
 pub mod kinesis;
 pub mod s3;
+pub mod telemetry;
 
 pub use clients::{AwsClients, ClientSettings};
 pub use dynamo::DynamoClaimStore;
