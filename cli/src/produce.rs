@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use sightline_aws::kinesis::{KINESIS_MAX_BYTES_PER_CALL, KINESIS_MAX_RECORDS_PER_CALL};
 use sightline_core::delivery::send_resending_failures;
+use sightline_core::packing::chunk_by_limits;
 use sightline_core::ports::StreamPort;
 use sightline_core::retry::{Retrier, RetryCounters, RetryPolicy};
 use sightline_core::time::{Deadline, SystemClock};
@@ -59,24 +60,11 @@ pub fn partition_key(line: &[u8]) -> String {
 
 /// Splits `records` into calls within the `PutRecords` limits.
 pub fn batches(records: &[(String, Vec<u8>)]) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, (pk, data)) in records.iter().enumerate() {
-        let size = pk.len() + data.len();
-        if i > start
-            && (i - start >= KINESIS_MAX_RECORDS_PER_CALL
-                || bytes + size > KINESIS_MAX_BYTES_PER_CALL)
-        {
-            out.push(start..i);
-            start = i;
-            bytes = 0;
-        }
-        bytes += size;
-    }
-    if start < records.len() {
-        out.push(start..records.len());
-    }
-    out
+    chunk_by_limits(
+        records.iter().map(|(pk, data)| pk.len() + data.len()),
+        KINESIS_MAX_RECORDS_PER_CALL,
+        KINESIS_MAX_BYTES_PER_CALL,
+    )
 }
 
 /// Sends `lines` through `stream`, calling `progress` after every call.

@@ -107,18 +107,6 @@ pub fn input_records(event: KinesisEvent) -> Vec<InputRecord> {
         .collect()
 }
 
-/// Lambda sends the deadline as epoch milliseconds. Local emulators
-/// (`cargo lambda watch`) send the timeout itself, e.g. `600000`: a value before
-/// 2000-01-01 is read as milliseconds from now. Zero means no deadline.
-pub fn invocation_deadline(deadline_ms: u64, now_ms: i64, reserve_ms: i64) -> Deadline {
-    const EPOCH_2000_MS: i64 = 946_684_800_000;
-    match i64::try_from(deadline_ms) {
-        Ok(0) | Err(_) => Deadline::none(),
-        Ok(d) if d < EPOCH_2000_MS => Deadline::at(now_ms.saturating_add(d), reserve_ms),
-        Ok(d) => Deadline::at(d, reserve_ms),
-    }
-}
-
 /// Handles one batch. Never fails the whole invocation: problems are reported
 /// per record as batch item failures.
 pub async fn handle<S, K, Q, C>(
@@ -146,7 +134,7 @@ where
     C: Clock,
 {
     let now_ms = app.pipeline.clock.now_ms();
-    let deadline = invocation_deadline(event.context.deadline, now_ms, app.deadline_reserve_ms);
+    let deadline = Deadline::from_lambda(event.context.deadline, now_ms, app.deadline_reserve_ms);
     tracing::debug!(deadline_ms = event.context.deadline, now_ms, "invocation");
     let records = input_records(event.payload);
     let report = app.pipeline.process(&records, deadline).await;

@@ -1,12 +1,12 @@
 //! The handler, called directly with the fixture events and in-memory ports.
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
-use dedup_enrich::{App, handle, input_records, invocation_deadline};
+use dedup_enrich::{App, handle, input_records};
 use lambda_runtime::{Context, LambdaEvent};
 use sightline_core::delivery::PackedSink;
 use sightline_core::fakes::{ManualClock, MemoryFirehose, MemoryQuarantine, MemoryStore};
 use sightline_core::packing::PackConfig;
-use sightline_core::{DatasetB, Pipeline, PipelineConfig};
+use sightline_core::{DatasetB, Deadline, Pipeline, PipelineConfig};
 
 type FakeApp = App<MemoryStore, PackedSink<MemoryFirehose>, MemoryQuarantine, ManualClock>;
 
@@ -131,9 +131,9 @@ fn records_carry_shard_sequence_and_arrival_from_the_lambda_event() {
 #[test]
 fn the_deadline_is_absolute_from_lambda_and_relative_from_cargo_lambda() {
     let now = FIXTURE_NOW_MS;
-    assert_eq!(invocation_deadline(0, now, 2_000).budget_ms(now), None);
-    let lambda = invocation_deadline((now + 10_000) as u64, now, 2_000);
+    assert_eq!(Deadline::from_lambda(0, now, 2_000).budget_ms(now), None);
+    let lambda = Deadline::from_lambda((now + 10_000) as u64, now, 2_000);
     assert_eq!(lambda.budget_ms(now), Some(8_000));
-    let emulator = invocation_deadline(600_000, now, 2_000);
+    let emulator = Deadline::from_lambda(600_000, now, 2_000);
     assert_eq!(emulator.budget_ms(now), Some(598_000));
 }

@@ -236,10 +236,7 @@ pub async fn handle<P: StreamPort, C: Clock>(
     }
 
     let counters = RetryCounters::default();
-    let deadline = match i64::try_from(event.context.deadline) {
-        Ok(d) if d > 0 => Deadline::at(d, app.deadline_reserve_ms),
-        _ => Deadline::none(),
-    };
+    let deadline = Deadline::from_lambda(event.context.deadline, now, app.deadline_reserve_ms);
     let retrier = Retrier {
         policy: app.retry,
         deadline,

@@ -83,21 +83,33 @@ pub fn pack(
 
 /// Splits records (by index) into calls within the per-call limits.
 pub fn chunk_calls(records: &[PackedRecord]) -> Vec<Range<usize>> {
+    chunk_by_limits(
+        records.iter().map(|r| r.data.len()),
+        FIREHOSE_MAX_RECORDS_PER_CALL,
+        FIREHOSE_MAX_BYTES_PER_CALL,
+    )
+}
+
+/// Splits consecutive items of the given sizes into ranges of at most
+/// `max_items` items and `max_bytes` bytes (an oversize item gets its own range).
+pub fn chunk_by_limits(
+    sizes: impl IntoIterator<Item = usize>,
+    max_items: usize,
+    max_bytes: usize,
+) -> Vec<Range<usize>> {
     let mut calls = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (i, r) in records.iter().enumerate() {
-        let over = i - start >= FIREHOSE_MAX_RECORDS_PER_CALL
-            || bytes + r.data.len() > FIREHOSE_MAX_BYTES_PER_CALL;
-        if over && i > start {
+    let (mut start, mut bytes, mut len) = (0, 0, 0);
+    for (i, size) in sizes.into_iter().enumerate() {
+        if i > start && (i - start >= max_items || bytes + size > max_bytes) {
             calls.push(start..i);
             start = i;
             bytes = 0;
         }
-        bytes += r.data.len();
+        bytes += size;
+        len = i + 1;
     }
-    if start < records.len() {
-        calls.push(start..records.len());
+    if start < len {
+        calls.push(start..len);
     }
     calls
 }

@@ -130,6 +130,19 @@ impl Deadline {
         }
     }
 
+    /// The deadline a Lambda invocation carries. Lambda sends epoch milliseconds;
+    /// local emulators (`cargo lambda watch`) send the timeout itself, e.g.
+    /// `600000`: a value before 2000-01-01 is read as milliseconds from now.
+    /// Zero means no deadline.
+    pub fn from_lambda(deadline_ms: u64, now_ms: i64, reserve_ms: i64) -> Self {
+        const EPOCH_2000_MS: i64 = 946_684_800_000;
+        match i64::try_from(deadline_ms) {
+            Ok(0) | Err(_) => Deadline::none(),
+            Ok(d) if d < EPOCH_2000_MS => Deadline::at(now_ms.saturating_add(d), reserve_ms),
+            Ok(d) => Deadline::at(d, reserve_ms),
+        }
+    }
+
     /// Milliseconds left before the reserve is reached; `None` when unbounded.
     pub fn budget_ms(&self, now_ms: i64) -> Option<i64> {
         self.at_ms.map(|at| at - self.reserve_ms - now_ms)
