@@ -26,7 +26,11 @@ trap '"$ROOT/scripts/moto.sh" stop' EXIT
 export SIGHTLINE_AWS_ENDPOINT="$endpoint"
 log "moto at $endpoint"
 
-log "cargo test (unit, property, integration against moto)"
+log "Chromium for the dashboard's browser test"
+SIGHTLINE_CHROMIUM="$("$ROOT/scripts/ensure-chromium.sh")"
+export SIGHTLINE_CHROMIUM
+
+log "cargo test (unit, property, integration against moto, the local demo)"
 cargo test --workspace --locked
 
 if [ -x "$ROOT/scripts/lambda-loop-test.sh" ]; then

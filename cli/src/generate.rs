@@ -4,8 +4,9 @@
 //! - Every Dataset B location has 5 to 20 cameras.
 //! - About 100 item names, drawn from a Zipf (power-law) distribution.
 //! - Timestamps rise through a configurable window, with jitter.
-//! - Re-sends (upstream retries) are exact copies of an event: half follow it
-//!   closely, half come much later in the file.
+//! - Re-sends (upstream retries) carry the same event: half are exact copies that
+//!   follow it closely, half come much later in the file, relayed by a camera of
+//!   the same location (another partition key, so usually another shard).
 //! - A small share of malformed records (one of several kinds) and of events with
 //!   a location id that Dataset B does not know.
 
@@ -220,6 +221,10 @@ pub fn generate(config: &GenerateConfig, out: &mut impl Write) -> io::Result<Tru
             });
         }
     }
+    let mut by_location: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for c in &cameras {
+        by_location.entry(c.location).or_default().push(c.id);
+    }
     let unknown_locations: Vec<i64> = (900..905).collect();
     let cdf = zipf_cdf();
     let mut truth = Truth {
@@ -296,13 +301,22 @@ pub fn generate(config: &GenerateConfig, out: &mut impl Write) -> io::Result<Tru
             }
             if rng.f64() < resend_p {
                 let immediate = rng.bool();
-                // Right away (a few lines on, usually the same batch), or much later.
-                let delay = if immediate {
-                    1 + rng.u64(0..3)
+                // Right away (a few lines on, usually the same batch), or much later
+                // and relayed by a neighbouring camera of the same location, so the
+                // copy carries another partition key and usually lands on another shard.
+                let (delay, copy) = if immediate {
+                    (1 + rng.u64(0..3), line.clone())
                 } else {
-                    5_000 + rng.u64(0..50_000)
+                    let relay = by_location
+                        .get(&camera.location)
+                        .and_then(|n| n.get(rng.usize(..n.len())))
+                        .copied()
+                        .unwrap_or(camera.id);
+                    let mut copy = Vec::with_capacity(line.len());
+                    write_event(&mut copy, id, relay, location, item, ts);
+                    (5_000 + rng.u64(0..50_000), copy)
                 };
-                pending.push(Reverse((position + delay, immediate, line.clone())));
+                pending.push(Reverse((position + delay, immediate, copy)));
             }
         }
         line.push(b'\n');

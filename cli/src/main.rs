@@ -9,8 +9,12 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use sightline::generate::{GenerateConfig, generate};
 use sightline::produce::{ProduceConfig, ProduceReport, produce};
+use sightline::report::{dashboard_data, summary_table, thousands};
 use sightline_aws::kinesis::KinesisPutRecords;
 use sightline_aws::{AwsClients, ClientSettings};
+use sightline_core::Clock;
+use sightline_local::run::Progress;
+use sightline_local::{Lake, RunConfig, RunSummary};
 
 #[derive(Parser)]
 #[command(name = "sightline", version, about = "Sightline's local tools")]
@@ -63,6 +67,60 @@ enum Command {
         #[arg(long)]
         endpoint_url: Option<String>,
     },
+    /// Run an NDJSON file through the Lambda's batch code on this machine:
+    /// Kinesis-shaped batches, an embedded claim store, a Parquet lake.
+    Run {
+        #[arg(long)]
+        input: PathBuf,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+    /// `generate` then `run`, then the dashboard: the whole pipeline locally.
+    /// Starts from an empty lake (a previous demo's lake is cleared).
+    Demo {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Hours of traffic, ending now (so the dashboards' last-7-days filter sees it).
+        #[arg(long, default_value_t = 24)]
+        window_hours: i64,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+    /// SQL over the local lake, with Athena's table names: `events` and `events_dedup`.
+    Query {
+        sql: String,
+        #[arg(long, default_value = "lake")]
+        lake: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct LocalArgs {
+    /// Where `events/`, `quarantine/`, `dashboard.html` and the claim store go.
+    #[arg(long, default_value = "lake")]
+    lake: PathBuf,
+    /// Simulated Kinesis shards (one poller each).
+    #[arg(long, default_value_t = 4)]
+    shards: usize,
+    /// Records per Lambda batch (1..=10000).
+    #[arg(long, default_value_t = 5_000)]
+    batch_size: usize,
+    /// How long a claim blocks a re-send.
+    #[arg(long, default_value_t = 86_400)]
+    dedup_window_secs: i64,
+}
+
+impl LocalArgs {
+    fn config(&self, input: PathBuf) -> RunConfig {
+        RunConfig {
+            shards: self.shards,
+            batch_size: self.batch_size,
+            dedup_window_secs: self.dedup_window_secs,
+            ..RunConfig::new(input, &self.lake)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -90,8 +148,171 @@ fn bar(report: &ProduceReport, total: u64) {
     );
 }
 
-fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+fn run_bar(p: &Progress, started: Instant) {
+    let share = if p.total_bytes == 0 {
+        1.0
+    } else {
+        p.read_bytes as f64 / p.total_bytes as f64
+    };
+    let filled = ((share * 30.0) as usize).min(30);
+    let rate = p.settled as f64 / started.elapsed().as_secs_f64().max(1e-3);
+    eprint!(
+        "\r[{}{}] {:>3.0}%  {:>11} settled  {:>9} ev/s  ",
+        "#".repeat(filled),
+        ".".repeat(30 - filled),
+        share * 100.0,
+        thousands(p.settled),
+        thousands(rate as u64)
+    );
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn local_run(config: &RunConfig) -> Result<RunSummary, BoxError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let started = Instant::now();
+    let summary = runtime.block_on(sightline_local::run(config, |p| run_bar(p, started)));
+    eprintln!();
+    let summary = summary.map_err(|e| error_chain(&e))?;
+    println!(
+        "run {} of {}{}:",
+        summary.run_id,
+        config.input.display(),
+        if summary.replay {
+            " (seen before: a replay, with the same sequence numbers)"
+        } else {
+            ""
+        }
+    );
+    print!("{}", summary_table(&summary));
+    Ok(summary)
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn rfc3339(ms: i64) -> String {
+    sightline_core::quarantine::iso8601(ms)
+}
+
+/// A demo starts from an empty lake (the same seed would otherwise all be
+/// duplicates of the last demo). Only a previous demo's lake is cleared.
+fn start_fresh(lake: &std::path::Path) -> Result<(), BoxError> {
+    let Ok(mut entries) = std::fs::read_dir(lake) else {
+        return Ok(());
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    if !lake.join("_input/events.truth.json").exists() {
+        return Err(format!(
+            "{} already holds a lake that no demo wrote; pass another --lake (demo starts from an empty one)",
+            lake.display()
+        )
+        .into());
+    }
+    println!(
+        "starting over: clearing the previous demo in {}",
+        lake.display()
+    );
+    std::fs::remove_dir_all(lake).map_err(|e| format!("clearing {}: {e}", lake.display()))?;
+    Ok(())
+}
+
+fn write_dashboard(lake: &std::path::Path, summary: &RunSummary) -> Result<PathBuf, BoxError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let now = sightline_core::SystemClock.now_ms();
+    let data = runtime
+        .block_on(dashboard_data(lake, summary, rfc3339(now)))
+        .map_err(|e| error_chain(&e))?;
+    let path = lake.join("dashboard.html");
+    std::fs::write(&path, sightline::dashboard::render(&data))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+fn run(cli: Cli) -> Result<(), BoxError> {
     match cli.command {
+        Command::Run { input, local } => {
+            local_run(&local.config(input))?;
+            Ok(())
+        }
+        Command::Demo {
+            events,
+            seed,
+            window_hours,
+            local,
+        } => {
+            start_fresh(&local.lake)?;
+            let input_dir = local.lake.join("_input");
+            std::fs::create_dir_all(&input_dir)
+                .map_err(|e| format!("{}: {e}", input_dir.display()))?;
+            let input = input_dir.join("events.ndjson");
+            let window_ms = window_hours.clamp(1, 24 * 7) * 3_600_000;
+            // End now, so "the last 7 days" in the dashboard SQL holds it all.
+            let now = sightline_core::SystemClock.now_ms();
+            let config = GenerateConfig {
+                events,
+                seed,
+                start_ms: now - window_ms,
+                window_ms,
+                ..GenerateConfig::default()
+            };
+            let started = Instant::now();
+            let file = File::create(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            let truth = generate(&config, &mut out)?;
+            out.flush()?;
+            let truth_path = input.with_extension("truth.json");
+            std::fs::write(&truth_path, serde_json::to_vec_pretty(&truth)?)?;
+            println!(
+                "generated {} lines in {:.2?}: {} unique events, {} re-sends, {} malformed ({})",
+                thousands(truth.lines),
+                started.elapsed(),
+                thousands(truth.unique_valid_events),
+                thousands(truth.injected_duplicates),
+                thousands(truth.bad_records),
+                input.display()
+            );
+            let summary = local_run(&local.config(input))?;
+            let started = Instant::now();
+            let dashboard = write_dashboard(&local.lake, &summary)?;
+            println!(
+                "dashboard: {} ({:.2?}); try: sightline query --lake {} \"SELECT location, item_name, detections FROM (SELECT coalesce(geographical_location, 'UNKNOWN') AS location, item_name, count(*) AS detections FROM events_dedup GROUP BY 1, 2) ORDER BY detections DESC LIMIT 10\"",
+                dashboard.display(),
+                started.elapsed(),
+                local.lake.display()
+            );
+            Ok(())
+        }
+        Command::Query { sql, lake } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let table = runtime
+                .block_on(async {
+                    let lake = Lake::open(&lake).await?;
+                    lake.sql_table(&sql).await
+                })
+                .map_err(|e| error_chain(&e))?;
+            println!("{table}");
+            Ok(())
+        }
         Command::Produce {
             stream,
             input,

@@ -1,0 +1,457 @@
+//! The local lake sink: what Firehose + its Parquet conversion do in AWS.
+//!
+//! - `deliver` appends the events to a spool file and fsyncs it before it answers,
+//!   so "accepted" means durable, as it does for Firehose.
+//! - Accepted rows are buffered per `event_date`/`event_hour` partition and rolled
+//!   into Parquet files (the Glue table's column types, Snappy) once the buffer
+//!   holds `max_rows`, and at `flush`. Files are written hidden, fsynced and then
+//!   renamed into `events/event_date=YYYY-MM-DD/event_hour=HH/part-<run>-<n>.parquet`.
+//! - After a roll the spool is emptied. A process that dies before that leaves the
+//!   spool behind; `open` replays it into Parquet, so nothing accepted is lost. A
+//!   crash between the rename and the spool reset writes those rows twice, like a
+//!   Firehose redelivery; the `events_dedup` view removes such doubles.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arrow_array::builder::{Int64Builder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use serde::Deserialize;
+use sightline_core::model::OutputEvent;
+use sightline_core::ports::{Delivery, EventSink};
+use sightline_core::retry::{Classify, ErrorClass, Retrier};
+
+/// Rows buffered across partitions before they are rolled into Parquet.
+pub const DEFAULT_MAX_BUFFERED_ROWS: usize = 500_000;
+/// Rows per Parquet row group.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+const SPOOL_FILE: &str = "_spool.ndjson";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("lake I/O on {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing Parquet to {path}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("building an Arrow batch")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error("encoding an event for the spool")]
+    Encode(#[from] serde_json::Error),
+    #[error("the lake's lock was poisoned by a panic")]
+    Poisoned,
+}
+
+impl Classify for LakeError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            // A full disk or a slow device may recover; a retry of the batch is cheap.
+            LakeError::Io { .. } | LakeError::Parquet { .. } => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        }
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LakeError + '_ {
+    move |source| LakeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The Parquet schema: `OUTPUT_COLUMNS` without the two partition columns, which
+/// live in the path, as in the Glue table.
+pub fn file_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("detection_oid", DataType::Int64, false),
+        Field::new("video_camera_oid", DataType::Int64, false),
+        Field::new("geographical_location_oid", DataType::Int64, false),
+        Field::new("item_name", DataType::Utf8, false),
+        Field::new("timestamp_detected", DataType::Int64, false),
+        Field::new("geographical_location", DataType::Utf8, true),
+        Field::new("ingested_at", DataType::Int64, false),
+        Field::new("source_shard", DataType::Utf8, false),
+        Field::new("source_sequence", DataType::Utf8, false),
+    ]))
+}
+
+/// One spool line: an output event as `write_json_line` wrote it.
+#[derive(Debug, Deserialize)]
+struct SpoolRow {
+    detection_oid: i64,
+    video_camera_oid: i64,
+    geographical_location_oid: i64,
+    item_name: String,
+    timestamp_detected: i64,
+    geographical_location: Option<String>,
+    event_date: String,
+    event_hour: String,
+    ingested_at: i64,
+    source_shard: String,
+    source_sequence: String,
+}
+
+/// Column builders for one partition.
+struct PartitionBuffer {
+    detection_oid: Int64Builder,
+    video_camera_oid: Int64Builder,
+    geographical_location_oid: Int64Builder,
+    item_name: StringBuilder,
+    timestamp_detected: Int64Builder,
+    geographical_location: StringBuilder,
+    ingested_at: Int64Builder,
+    source_shard: StringBuilder,
+    source_sequence: StringBuilder,
+    rows: usize,
+}
+
+impl PartitionBuffer {
+    fn new() -> Self {
+        PartitionBuffer {
+            detection_oid: Int64Builder::new(),
+            video_camera_oid: Int64Builder::new(),
+            geographical_location_oid: Int64Builder::new(),
+            item_name: StringBuilder::new(),
+            timestamp_detected: Int64Builder::new(),
+            geographical_location: StringBuilder::new(),
+            ingested_at: Int64Builder::new(),
+            source_shard: StringBuilder::new(),
+            source_sequence: StringBuilder::new(),
+            rows: 0,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        detection_oid: i64,
+        video_camera_oid: i64,
+        geographical_location_oid: i64,
+        item_name: &str,
+        timestamp_detected: i64,
+        geographical_location: Option<&str>,
+        ingested_at: i64,
+        source_shard: &str,
+        source_sequence: &str,
+    ) {
+        self.detection_oid.append_value(detection_oid);
+        self.video_camera_oid.append_value(video_camera_oid);
+        self.geographical_location_oid
+            .append_value(geographical_location_oid);
+        self.item_name.append_value(item_name);
+        self.timestamp_detected.append_value(timestamp_detected);
+        self.geographical_location
+            .append_option(geographical_location);
+        self.ingested_at.append_value(ingested_at);
+        self.source_shard.append_value(source_shard);
+        self.source_sequence.append_value(source_sequence);
+        self.rows += 1;
+    }
+
+    fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch, LakeError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.detection_oid.finish()),
+            Arc::new(self.video_camera_oid.finish()),
+            Arc::new(self.geographical_location_oid.finish()),
+            Arc::new(self.item_name.finish()),
+            Arc::new(self.timestamp_detected.finish()),
+            Arc::new(self.geographical_location.finish()),
+            Arc::new(self.ingested_at.finish()),
+            Arc::new(self.source_shard.finish()),
+            Arc::new(self.source_sequence.finish()),
+        ];
+        self.rows = 0;
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+/// `(event_date, event_hour)`.
+type PartitionKey = (String, String);
+
+struct State {
+    buffers: BTreeMap<PartitionKey, PartitionBuffer>,
+    buffered_rows: usize,
+    spool: File,
+    spool_bytes: u64,
+    files_written: u64,
+    rows_written: u64,
+    bytes_written: u64,
+}
+
+/// What the lake has written so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LakeStats {
+    pub files: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Rows replayed from a spool left by an earlier process.
+    pub recovered_rows: u64,
+}
+
+/// The Parquet lake under `<root>/events`.
+pub struct LakeSink {
+    events_dir: PathBuf,
+    spool_path: PathBuf,
+    run_id: String,
+    max_buffered_rows: usize,
+    schema: SchemaRef,
+    recovered_rows: u64,
+    state: Mutex<State>,
+}
+
+impl LakeSink {
+    /// Opens (or creates) the lake at `root`; replays a spool left by a crash.
+    /// `run_id` names this process's files, so runs never overwrite each other.
+    pub fn open(root: &Path, run_id: &str, max_buffered_rows: usize) -> Result<Self, LakeError> {
+        let events_dir = root.join("events");
+        fs::create_dir_all(&events_dir).map_err(io_at(&events_dir))?;
+        let spool_path = root.join(SPOOL_FILE);
+        let spool = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&spool_path)
+            .map_err(io_at(&spool_path))?;
+        let mut sink = LakeSink {
+            events_dir,
+            spool_path,
+            run_id: run_id.to_string(),
+            max_buffered_rows: max_buffered_rows.max(1),
+            schema: file_schema(),
+            recovered_rows: 0,
+            state: Mutex::new(State {
+                buffers: BTreeMap::new(),
+                buffered_rows: 0,
+                spool,
+                spool_bytes: 0,
+                files_written: 0,
+                rows_written: 0,
+                bytes_written: 0,
+            }),
+        };
+        sink.recovered_rows = sink.recover()?;
+        Ok(sink)
+    }
+
+    pub fn events_dir(&self) -> &Path {
+        &self.events_dir
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>, LakeError> {
+        self.state.lock().map_err(|_| LakeError::Poisoned)
+    }
+
+    /// Rows accepted by an earlier process but never rolled: write them now.
+    fn recover(&self) -> Result<u64, LakeError> {
+        let file = File::open(&self.spool_path).map_err(io_at(&self.spool_path))?;
+        let mut state = self.lock()?;
+        let mut rows = 0u64;
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(io_at(&self.spool_path))?;
+            // Only fsynced lines were ever accepted; a torn tail was not.
+            let Ok(row) = serde_json::from_str::<SpoolRow>(&line) else {
+                tracing::warn!(path = %self.spool_path.display(), "skipping a torn spool line");
+                continue;
+            };
+            state
+                .buffers
+                .entry((row.event_date, row.event_hour))
+                .or_insert_with(PartitionBuffer::new)
+                .push(
+                    row.detection_oid,
+                    row.video_camera_oid,
+                    row.geographical_location_oid,
+                    &row.item_name,
+                    row.timestamp_detected,
+                    row.geographical_location.as_deref(),
+                    row.ingested_at,
+                    &row.source_shard,
+                    &row.source_sequence,
+                );
+            state.buffered_rows += 1;
+            rows += 1;
+        }
+        if rows > 0 {
+            tracing::info!(rows, "replaying the lake spool of an earlier run");
+        }
+        self.roll(&mut state)?;
+        Ok(rows)
+    }
+
+    /// Appends accepted events: spool first (durable), then the column buffers.
+    fn append(&self, events: &[OutputEvent<'_>]) -> Result<(), LakeError> {
+        let mut lines = Vec::with_capacity(events.len() * 256);
+        for e in events {
+            e.write_json_line(&mut lines)?;
+        }
+        let mut state = self.lock()?;
+        let written = state
+            .spool
+            .write_all(&lines)
+            .and_then(|()| state.spool.sync_data());
+        if let Err(e) = written {
+            // Cut a partial append off, so a retried call does not leave a torn line.
+            let keep = state.spool_bytes;
+            let _ = state.spool.set_len(keep);
+            return Err(io_at(&self.spool_path)(e));
+        }
+        state.spool_bytes += lines.len() as u64;
+        let mut date = [0u8; 10];
+        let mut hour = [0u8; 2];
+        for e in events {
+            e.partition.write_date(&mut date);
+            e.partition.write_hour(&mut hour);
+            let key = (
+                String::from_utf8_lossy(&date).into_owned(),
+                String::from_utf8_lossy(&hour).into_owned(),
+            );
+            state
+                .buffers
+                .entry(key)
+                .or_insert_with(PartitionBuffer::new)
+                .push(
+                    e.detection_oid,
+                    e.video_camera_oid,
+                    e.geographical_location_oid,
+                    &e.item_name,
+                    e.timestamp_detected,
+                    e.geographical_location,
+                    e.ingested_at,
+                    e.source_shard,
+                    e.source_sequence,
+                );
+        }
+        state.buffered_rows += events.len();
+        if state.buffered_rows >= self.max_buffered_rows {
+            self.roll(&mut state)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every buffered partition to Parquet, then empties the spool.
+    fn roll(&self, state: &mut State) -> Result<(), LakeError> {
+        let keys: Vec<PartitionKey> = state
+            .buffers
+            .iter()
+            .filter(|(_, b)| b.rows > 0)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut dirs = Vec::new();
+        for (date, hour) in keys {
+            let Some(buffer) = state.buffers.get_mut(&(date.clone(), hour.clone())) else {
+                continue;
+            };
+            let batch = buffer.finish(&self.schema)?;
+            let dir = self
+                .events_dir
+                .join(format!("event_date={date}"))
+                .join(format!("event_hour={hour}"));
+            fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+            state.files_written += 1;
+            let name = format!("part-{}-{:05}.parquet", self.run_id, state.files_written);
+            let bytes = self.write_parquet(&dir, &name, &batch)?;
+            state.rows_written += batch.num_rows() as u64;
+            state.bytes_written += bytes;
+            dirs.push(dir);
+        }
+        state.buffers.clear();
+        state.buffered_rows = 0;
+        for dir in dirs {
+            sync_dir(&dir)?;
+        }
+        state
+            .spool
+            .set_len(0)
+            .and_then(|()| state.spool.sync_all())
+            .map_err(io_at(&self.spool_path))?;
+        state.spool_bytes = 0;
+        Ok(())
+    }
+
+    /// Writes `.<name>.tmp`, fsyncs it, renames it to `name`. Hidden while being
+    /// written, so neither Athena nor the local engine reads a partial file.
+    fn write_parquet(&self, dir: &Path, name: &str, batch: &RecordBatch) -> Result<u64, LakeError> {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let path = dir.join(name);
+        let file = File::create(&tmp).map_err(io_at(&tmp))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_created_by(format!("sightline {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let parquet_err = |source| LakeError::Parquet {
+            path: tmp.clone(),
+            source,
+        };
+        let mut writer =
+            ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(parquet_err)?;
+        writer.write(batch).map_err(parquet_err)?;
+        let file = writer.into_inner().map_err(parquet_err)?;
+        file.sync_all().map_err(io_at(&tmp))?;
+        let bytes = file.metadata().map_err(io_at(&tmp))?.len();
+        drop(file);
+        fs::rename(&tmp, &path).map_err(io_at(&path))?;
+        Ok(bytes)
+    }
+
+    /// Rolls whatever is buffered (end of a run).
+    pub fn flush(&self) -> Result<(), LakeError> {
+        let mut state = self.lock()?;
+        self.roll(&mut state)
+    }
+
+    pub fn stats(&self) -> LakeStats {
+        match self.lock() {
+            Ok(s) => LakeStats {
+                files: s.files_written,
+                rows: s.rows_written,
+                bytes: s.bytes_written,
+                recovered_rows: self.recovered_rows,
+            },
+            Err(_) => LakeStats::default(),
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LakeError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir))
+}
+
+impl EventSink for LakeSink {
+    type Error = LakeError;
+
+    async fn deliver<'a>(
+        &'a self,
+        events: &'a [OutputEvent<'a>],
+        retrier: &'a Retrier<'a>,
+    ) -> Delivery<LakeError> {
+        // All or nothing: the spool write is one append, so a failed call accepted none.
+        match retrier.run(|| async { self.append(events) }).await {
+            Ok(()) => Delivery {
+                accepted: vec![true; events.len()],
+                error: None,
+            },
+            Err(e) => Delivery {
+                accepted: vec![false; events.len()],
+                error: Some(e),
+            },
+        }
+    }
+}

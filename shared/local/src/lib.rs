@@ -1,0 +1,21 @@
+//! Sightline on one machine, with no AWS account: the Lambda's batch code
+//! (`sightline_core::Pipeline`) over embedded adapters with the AWS adapters'
+//! semantics, and SQL over the lake it writes.
+//!
+//! | port | AWS adapter | local adapter |
+//! |---|---|---|
+//! | claims | DynamoDB conditional puts | [`store::LocalClaimStore`] (fjall) |
+//! | events | Firehose -> Parquet in S3 | [`lake::LakeSink`] (Parquet files) |
+//! | quarantine | S3 objects | [`quarantine::QuarantineDir`] (files) |
+//! | input | Kinesis shards | [`stream`] + [`run`] |
+
+pub mod lake;
+pub mod quarantine;
+pub mod query;
+pub mod run;
+pub mod store;
+pub mod stream;
+pub mod trino;
+
+pub use query::Lake;
+pub use run::{RunConfig, RunError, RunSummary, run};

@@ -1,0 +1,114 @@
+//! A local stand-in for the Kinesis stream: shards, partition keys and sequence
+//! numbers with Kinesis's semantics, so the batch code sees what Lambda gives it.
+//!
+//! - The partition key is the camera (`video_camera_oid`), as the ingest function
+//!   and producers use; a record without one is keyed by its own bytes.
+//! - Like Kinesis, the shard is chosen by the MD5 of the partition key, over
+//!   shards that split the 128-bit hash key space evenly.
+//! - Sequence numbers rise within a shard. A stream is one input file: the same
+//!   file keeps its sequence numbers, so running it again is a replay, as when
+//!   Lambda re-reads a stream; another file gets a new range.
+
+use md5::{Digest, Md5};
+
+/// `shardId-000000000003`, as Kinesis names shards.
+pub fn shard_id(index: usize) -> String {
+    format!("shardId-{index:012}")
+}
+
+/// The shard a partition key hashes to, out of `shards` even hash key ranges.
+pub fn shard_for_key(partition_key: &[u8], shards: usize) -> usize {
+    let shards = shards.max(1) as u128;
+    let digest = Md5::digest(partition_key);
+    let hash = u128::from_be_bytes(digest.into());
+    // Even ranges of width MAX/shards; the last range also takes the remainder.
+    (hash / (u128::MAX / shards)).min(shards - 1) as usize
+}
+
+/// The partition key of a raw record: the digits of `"video_camera_oid":`, or the
+/// whole record when it has none (a malformed record still needs a shard).
+pub fn partition_key(data: &[u8]) -> &[u8] {
+    const FIELD: &[u8] = b"\"video_camera_oid\"";
+    let Some(at) = data.windows(FIELD.len()).position(|w| w == FIELD) else {
+        return data;
+    };
+    let rest = &data[at + FIELD.len()..];
+    let start = rest
+        .iter()
+        .position(|b| !matches!(b, b' ' | b':' | b'\t'))
+        .unwrap_or(rest.len());
+    let digits = rest[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit() || **b == b'-')
+        .count();
+    if digits == 0 {
+        data
+    } else {
+        &rest[start..start + digits]
+    }
+}
+
+/// Sequence numbers of one local stream: fixed width, so numeric order is
+/// string order, and distinct per stream number and shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceSpace {
+    pub stream_no: u64,
+}
+
+impl SequenceSpace {
+    /// The `position`-th record of `shard` (0-based).
+    pub fn sequence(&self, shard: usize, position: u64) -> String {
+        format!(
+            "49{:012}{:04}{:020}",
+            self.stream_no % 1_000_000_000_000,
+            shard % 10_000,
+            position
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sightline_core::seq::cmp_sequence;
+
+    #[test]
+    fn partition_key_is_the_camera_id() {
+        let line =
+            br#"{"detection_oid":1,"video_camera_oid": 4207,"geographical_location_oid":42}"#;
+        assert_eq!(partition_key(line), b"4207");
+        assert_eq!(partition_key(b"not json"), b"not json");
+        assert_eq!(
+            partition_key(br#"{"video_camera_oid":"x"}"#),
+            br#"{"video_camera_oid":"x"}"#
+        );
+    }
+
+    #[test]
+    fn one_key_always_lands_on_one_shard_and_keys_spread_over_all_shards() {
+        let mut counts = [0usize; 4];
+        for camera in 0..4000 {
+            let key = camera.to_string();
+            let shard = shard_for_key(key.as_bytes(), 4);
+            assert_eq!(shard, shard_for_key(key.as_bytes(), 4));
+            counts[shard] += 1;
+        }
+        for c in counts {
+            assert!((800..1200).contains(&c), "uneven spread: {counts:?}");
+        }
+        assert_eq!(shard_for_key(b"anything", 1), 0);
+    }
+
+    #[test]
+    fn sequence_numbers_rise_within_a_shard_and_differ_between_streams() {
+        let a = SequenceSpace { stream_no: 1 };
+        let b = SequenceSpace { stream_no: 2 };
+        assert_eq!(
+            cmp_sequence(&a.sequence(0, 9), &a.sequence(0, 10)),
+            std::cmp::Ordering::Less
+        );
+        assert_ne!(a.sequence(0, 5), b.sequence(0, 5));
+        assert_ne!(a.sequence(0, 5), a.sequence(1, 5));
+        assert_eq!(a.sequence(3, 7).len(), a.sequence(0, u64::MAX).len());
+    }
+}
