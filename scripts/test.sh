@@ -8,6 +8,9 @@ started=$SECONDS
 
 ensure_venv
 
+log "KPL fixtures match what aws-kinesis-agg builds"
+python3 "$ROOT/scripts/gen-kpl-fixtures.py" --check
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,13 +1,16 @@
 //! Throughput of the per-record path, and of a whole batch over in-memory ports.
 //!   cargo bench -p sightline-core --bench pipeline
+//!   cargo bench -p sightline-core --bench pipeline -- kpl   (KPL de-aggregation alone and in a batch)
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use md5::Digest;
 use sightline_core::decode::decode_and_enrich;
 use sightline_core::delivery::PackedSink;
 use sightline_core::fakes::{ManualClock, MemoryFirehose, MemoryQuarantine, MemoryStore};
+use sightline_core::kpl::{KPL_MAGIC, deaggregate};
 use sightline_core::packing::PackConfig;
 use sightline_core::{DatasetB, Deadline, InputRecord, Pipeline, PipelineConfig};
 
@@ -73,6 +76,53 @@ fn per_record(c: &mut Criterion) {
     g.finish();
 }
 
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn len_field(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
+    varint(field << 3 | 2, out);
+    varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+/// Packs records' payloads into one KPL aggregate (8 partition keys), as the KPL would.
+fn kpl_aggregate(payloads: &[InputRecord], sequence: usize) -> InputRecord {
+    let mut proto = Vec::new();
+    for k in 0..8 {
+        len_field(1, format!("camera-{k}").as_bytes(), &mut proto);
+    }
+    for (i, r) in payloads.iter().enumerate() {
+        let mut m = vec![0x08];
+        varint((i % 8) as u64, &mut m);
+        len_field(3, &r.data, &mut m);
+        len_field(3, &m, &mut proto);
+    }
+    let mut data = KPL_MAGIC.to_vec();
+    data.extend_from_slice(&proto);
+    data.extend_from_slice(&md5::Md5::digest(&proto));
+    InputRecord {
+        shard_id: "shardId-000000000003".into(),
+        sequence_number: format!("4966{sequence:052}"),
+        arrival_ms: NOW_MS,
+        data,
+    }
+}
+
+fn kpl(c: &mut Criterion) {
+    let agg = kpl_aggregate(&records(1_000, 0), 0);
+    let mut g = c.benchmark_group("kpl");
+    g.throughput(Throughput::Elements(1_000));
+    g.bench_function("deaggregate_1000_user_records", |b| {
+        b.iter(|| black_box(deaggregate(black_box(&agg.data)).map(|u| u.len())))
+    });
+    g.finish();
+}
+
 fn whole_batch(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -103,8 +153,36 @@ fn whole_batch(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    let mut offset = 50_000_000i64;
+    g.bench_function("1000_user_records_in_10_kpl_aggregates", |b| {
+        b.iter_batched(
+            || {
+                offset += 1_000;
+                let p = Pipeline {
+                    store: MemoryStore::default(),
+                    sink: PackedSink::new(MemoryFirehose::default(), PackConfig::default()),
+                    quarantine: MemoryQuarantine::default(),
+                    clock: ManualClock::at(NOW_MS),
+                    locations: DatasetB::embedded().expect("dataset B"),
+                    config: PipelineConfig::default(),
+                };
+                let plain = records(1_000, offset);
+                let batch: Vec<InputRecord> = plain
+                    .chunks(100)
+                    .enumerate()
+                    .map(|(i, chunk)| kpl_aggregate(chunk, offset as usize + i))
+                    .collect();
+                (p, batch)
+            },
+            |(p, batch)| {
+                let report = rt.block_on(p.process(&batch, Deadline::none()));
+                black_box(report.stats.delivered)
+            },
+            BatchSize::LargeInput,
+        )
+    });
     g.finish();
 }
 
-criterion_group!(benches, per_record, whole_batch);
+criterion_group!(benches, per_record, kpl, whole_batch);
 criterion_main!(benches);

@@ -6,6 +6,11 @@
 //!   invocation, because Kinesis redelivers from the lowest failed sequence number;
 //! - an event's own earlier claim never turns it into a duplicate unless something
 //!   says it was delivered (a `delivered` mark, or a checkpoint covering it).
+//!
+//! A KPL aggregated record is split first (see [`crate::kpl`]): each of its user
+//! records is a unit of its own through every step, and the cut never falls
+//! inside an aggregate, so a failure of any of its user records reports the
+//! aggregate's sequence number and the whole aggregate is retried.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -15,13 +20,14 @@ use futures::StreamExt;
 use futures::stream;
 
 use crate::dataset_b::DatasetB;
-use crate::decode::{Rejection, decode_and_enrich};
+use crate::decode::{Rejection, decode_bytes, enrich};
+use crate::kpl;
 use crate::metrics::BatchStats;
 use crate::model::{InputRecord, OutputEvent};
 use crate::ports::{
     Checkpoint, ClaimOutcome, ClaimRequest, ClaimStore, EventSink, ExistingClaim, QuarantineStore,
 };
-use crate::quarantine;
+use crate::quarantine::{self, BadRecord};
 use crate::retry::{Retrier, RetryCounters, RetryPolicy};
 use crate::seq::sequence_le;
 use crate::time::{Clock, Deadline, MS_PER_SECOND};
@@ -34,6 +40,10 @@ pub enum Fate {
     Quarantined,
     /// Reported as a batch item failure: Kinesis will redeliver it.
     Retry,
+    /// A KPL aggregate whose user records were all settled; their own fates are
+    /// in [`BatchReport::user_fates`]. (A corrupt aggregate is `Quarantined`, a
+    /// retried one `Retry`.)
+    Deaggregated,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,9 +81,16 @@ impl Default for PipelineConfig {
 pub struct BatchReport {
     /// Per input record, in input order.
     pub fates: Vec<Fate>,
-    /// Sequence numbers to report as `batchItemFailures`, in input order.
+    /// Sequence numbers to report as `batchItemFailures`, in input order. A KPL
+    /// aggregate is reported under its own sequence number when any of its user
+    /// records failed.
     pub failed_sequences: Vec<String>,
+    /// Counts of user records (see [`BatchStats`]).
     pub stats: BatchStats,
+    /// Per input record, in input order: for a KPL aggregate that was split, the
+    /// fate of each of its user records, in aggregate order (all `Retry` when the
+    /// aggregate is retried); empty for a plain record and a corrupt aggregate.
+    pub user_fates: Vec<Vec<Fate>>,
 }
 
 /// The batch logic over its ports.
@@ -110,6 +127,25 @@ enum ClaimResult<E> {
     Done(Result<ClaimOutcome, E>),
 }
 
+/// One user record: a plain Kinesis record, one user record of a KPL aggregate,
+/// or a corrupt aggregate (which is quarantined whole).
+struct Unit<'a> {
+    /// Index of its Kinesis record in the shard's batch.
+    rec: usize,
+    data: &'a [u8],
+    /// Position inside its KPL aggregate; `None` for a plain record.
+    sub: Option<u32>,
+    /// Why a KPL aggregate could not be split.
+    corrupt: Option<kpl::KplError>,
+}
+
+/// What one Kinesis record became.
+struct RecordOutcome {
+    fate: Fate,
+    /// Per user record of a split KPL aggregate; empty otherwise.
+    user_fates: Vec<Fate>,
+}
+
 impl<S, K, Q, C> Pipeline<S, K, Q, C>
 where
     S: ClaimStore,
@@ -130,6 +166,7 @@ where
         };
         let mut stats = BatchStats::default();
         let mut fates = vec![Fate::Retry; records.len()];
+        let mut user_fates: Vec<Vec<Fate>> = vec![Vec::new(); records.len()];
         // A Kinesis batch holds one shard; group anyway so a mixed batch stays correct.
         let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
         for (i, r) in records.iter().enumerate() {
@@ -140,15 +177,23 @@ where
         }
         for (_, idx) in groups {
             let shard: Vec<&InputRecord> = idx.iter().map(|i| &records[*i]).collect();
-            let shard_fates = self.process_shard(&shard, &retrier, &mut stats).await;
-            for (i, f) in idx.into_iter().zip(shard_fates) {
-                fates[i] = f;
+            let outcomes = self.process_shard(&shard, &retrier, &mut stats).await;
+            for (i, o) in idx.into_iter().zip(outcomes) {
+                fates[i] = o.fate;
+                user_fates[i] = o.user_fates;
             }
         }
-        stats.received = records.len() as u64;
         stats.retries = counters.retries();
         stats.throttled = counters.throttled();
-        for f in &fates {
+        // Every user record is counted once: a split aggregate by its user records.
+        let counted = fates.iter().zip(&user_fates).flat_map(|(f, users)| {
+            if users.is_empty() {
+                std::slice::from_ref(f)
+            } else {
+                users.as_slice()
+            }
+        });
+        for f in counted {
             match f {
                 Fate::Delivered => stats.delivered += 1,
                 Fate::Quarantined => stats.quarantined += 1,
@@ -161,7 +206,10 @@ where
                         DuplicateKind::Replayed => stats.duplicates_replayed += 1,
                     }
                 }
+                // A Kinesis record's fate only: its user records are counted instead.
+                Fate::Deaggregated => continue,
             }
+            stats.received += 1;
         }
         stats.duration_ms = u64::try_from(self.clock.now_ms() - started).unwrap_or(0);
         let failed_sequences = records
@@ -174,6 +222,7 @@ where
             fates,
             failed_sequences,
             stats,
+            user_fates,
         }
     }
 
@@ -182,8 +231,7 @@ where
         records: &[&InputRecord],
         retrier: &Retrier<'_>,
         stats: &mut BatchStats,
-    ) -> Vec<Fate> {
-        let n = records.len();
+    ) -> Vec<RecordOutcome> {
         let Some(first) = records.first() else {
             return Vec::new();
         };
@@ -192,29 +240,38 @@ where
         let now_secs = self.clock.now_ms().div_euclid(MS_PER_SECOND);
         let expires_at = now_secs + self.config.dedup_window_secs;
 
+        // Split KPL aggregates: from here on, everything works on user records
+        // ("units"); `starts[r]` is the first unit of Kinesis record `r`.
+        let (mut units, starts, split) = expand(records, stats);
+        let n = units.len();
+
         // 0. Has an earlier invocation of this batch settled a prefix of it?
         let covered = match retrier
             .run(|| self.store.get_checkpoint(shard, batch_first, now_secs))
             .await
         {
-            Ok(Some(cp)) => covered_prefix(records, &cp.last_sequence),
+            Ok(Some(cp)) => starts[covered_prefix(records, &cp.last_sequence)],
             Ok(None) => 0,
             Err(e) => {
                 tracing::warn!(error = %chain(&e), shard, "checkpoint read failed; whole batch retried");
-                return vec![Fate::Retry; n];
+                return outcomes(&starts, &split, vec![Fate::Retry; n]);
             }
         };
 
         // 1. Decode, validate, enrich; 2. settle in-batch duplicates in memory.
         let mut seen = HashSet::with_capacity(n);
-        let mut steps: Vec<Step<'_>> = records
-            .iter()
+        let mut steps: Vec<Step<'_>> = units
+            .iter_mut()
             .enumerate()
-            .map(|(i, r)| {
+            .map(|(i, u)| {
                 if i < covered {
                     return Step::Replayed;
                 }
-                match decode_and_enrich(r, &self.locations) {
+                if let Some(e) = u.corrupt.take() {
+                    return Step::Rejected(Rejection::Aggregate(e));
+                }
+                let r = records[u.rec];
+                match decode_bytes(u.data, r.arrival_ms).map(|e| enrich(e, r, &self.locations)) {
                     Err(why) => Step::Rejected(why),
                     Ok(e) if !seen.insert(e.detection_oid) => {
                         Step::Duplicate(DuplicateKind::InBatch)
@@ -225,7 +282,20 @@ where
             .collect();
 
         // 3. Claim, concurrently; claims past a failure are not started.
-        let owners: Vec<String> = records.iter().map(|r| r.owner()).collect();
+        let units = &units;
+        // The cut only ever falls on a Kinesis record's first unit: Kinesis
+        // retries whole records, aggregates included.
+        let align = |cut: usize| units.get(cut).map_or(cut, |u| starts[u.rec]);
+        let owners: Vec<String> = units
+            .iter()
+            .map(|u| {
+                let r = records[u.rec];
+                match u.sub {
+                    None => r.owner(),
+                    Some(k) => format!("{}/{}/{k}", r.shard_id, r.sequence_number),
+                }
+            })
+            .collect();
         let mut event_ids: Vec<Option<i64>> = vec![None; n];
         let to_claim: Vec<(usize, i64)> = steps
             .iter()
@@ -319,7 +389,7 @@ where
                 Ok(cp) => {
                     for i in idx {
                         let covered = cp.as_ref().is_some_and(|cp| {
-                            sequence_le(&records[i].sequence_number, &cp.last_sequence)
+                            sequence_le(&records[units[i].rec].sequence_number, &cp.last_sequence)
                         });
                         if covered {
                             steps[i] = Step::Duplicate(DuplicateKind::Replayed);
@@ -342,6 +412,7 @@ where
         if retrier.out_of_time() {
             cut = cut.min(first_unsettled(&steps).unwrap_or(n));
         }
+        cut = align(cut);
         if cut < n && retrier.out_of_time() {
             tracing::warn!(
                 shard,
@@ -371,7 +442,7 @@ where
                 tracing::warn!(error = %chain(e), shard, "delivery incomplete; records from the first rejected one retried");
             }
             if let Some(k) = delivery.accepted.iter().position(|ok| !ok) {
-                cut = cut.min(send_idx[k]);
+                cut = align(cut.min(send_idx[k]));
             }
             for ((i, event), ok) in send_idx.iter().zip(&events).zip(&delivery.accepted) {
                 if *ok {
@@ -387,21 +458,28 @@ where
         if retrier.out_of_time()
             && let Some(first_bad) = first_index(&steps, |s| matches!(s, Step::Rejected(_)))
         {
-            cut = cut.min(first_bad);
+            cut = align(cut.min(first_bad));
         }
         let bad: Vec<usize> = (0..cut)
             .filter(|i| matches!(steps[*i], Step::Rejected(_)))
             .collect();
         if let Some(&first_bad) = bad.first() {
-            let pairs: Vec<(&InputRecord, &Rejection)> = bad
+            let entries: Vec<BadRecord<'_>> = bad
                 .iter()
                 .filter_map(|i| match &steps[*i] {
-                    Step::Rejected(why) => Some((records[*i], why)),
+                    Step::Rejected(why) => Some(BadRecord {
+                        record: records[units[*i].rec],
+                        user_record: units[*i].sub.map(|k| (k, units[*i].data)),
+                        why,
+                    }),
                     _ => None,
                 })
                 .collect();
-            let key = quarantine::object_key(&self.config.quarantine_prefix, records[first_bad]);
-            let written = match quarantine::render(&pairs) {
+            let key = quarantine::object_key(
+                &self.config.quarantine_prefix,
+                records[units[first_bad].rec],
+            );
+            let written = match quarantine::render_bad(&entries) {
                 Ok(body) => retrier
                     .run(|| self.quarantine.put_object(&key, body.clone()))
                     .await
@@ -420,7 +498,7 @@ where
                     steps[i] = Step::Quarantined;
                 }
             } else {
-                cut = cut.min(first_bad);
+                cut = align(cut.min(first_bad));
             }
         }
 
@@ -485,7 +563,7 @@ where
             let cp = Checkpoint {
                 shard_id: shard.to_string(),
                 first_sequence: batch_first.to_string(),
-                last_sequence: records[cut - 1].sequence_number.clone(),
+                last_sequence: records[units[cut - 1].rec].sequence_number.clone(),
                 expires_at,
             };
             if let Err(e) = retrier.run(|| self.store.put_checkpoint(&cp)).await {
@@ -494,7 +572,7 @@ where
             }
         }
 
-        steps
+        let unit_fates = steps
             .into_iter()
             .enumerate()
             .map(|(i, step)| {
@@ -521,8 +599,87 @@ where
                     }
                 }
             })
-            .collect()
+            .collect();
+        outcomes(&starts, &split, unit_fates)
     }
+}
+
+/// Splits the KPL aggregates of a shard's batch into units, one per user record.
+/// Returns the units, the first unit of each record (plus the total at the end),
+/// and which records are split aggregates.
+fn expand<'a>(
+    records: &[&'a InputRecord],
+    stats: &mut BatchStats,
+) -> (Vec<Unit<'a>>, Vec<usize>, Vec<bool>) {
+    let mut units = Vec::with_capacity(records.len());
+    let mut starts = Vec::with_capacity(records.len() + 1);
+    let mut split = vec![false; records.len()];
+    for (rec, r) in records.iter().enumerate() {
+        starts.push(units.len());
+        let data = r.data.as_slice();
+        if !kpl::is_aggregated(data) {
+            units.push(Unit {
+                rec,
+                data,
+                sub: None,
+                corrupt: None,
+            });
+            continue;
+        }
+        stats.kpl_aggregates += 1;
+        match kpl::deaggregate(data) {
+            Ok(users) => {
+                split[rec] = true;
+                stats.kpl_user_records += users.len() as u64;
+                units.extend(users.into_iter().enumerate().map(|(k, u)| Unit {
+                    rec,
+                    data: u.data,
+                    // At most MAX_USER_RECORDS_PER_AGGREGATE: always fits.
+                    sub: Some(u32::try_from(k).unwrap_or(u32::MAX)),
+                    corrupt: None,
+                }));
+            }
+            Err(e) => units.push(Unit {
+                rec,
+                data,
+                sub: None,
+                corrupt: Some(e),
+            }),
+        }
+    }
+    starts.push(units.len());
+    (units, starts, split)
+}
+
+/// Folds the fates of units back into one outcome per Kinesis record.
+fn outcomes(starts: &[usize], split: &[bool], unit_fates: Vec<Fate>) -> Vec<RecordOutcome> {
+    split
+        .iter()
+        .enumerate()
+        .map(|(rec, &split)| {
+            let fates = unit_fates
+                .get(starts[rec]..starts[rec + 1])
+                .unwrap_or_default();
+            if !split {
+                return RecordOutcome {
+                    fate: fates.first().copied().unwrap_or(Fate::Retry),
+                    user_fates: Vec::new(),
+                };
+            }
+            if fates.contains(&Fate::Retry) {
+                // The cut never splits an aggregate; if it somehow did, retry all of it.
+                RecordOutcome {
+                    fate: Fate::Retry,
+                    user_fates: vec![Fate::Retry; fates.len()],
+                }
+            } else {
+                RecordOutcome {
+                    fate: Fate::Deaggregated,
+                    user_fates: fates.to_vec(),
+                }
+            }
+        })
+        .collect()
 }
 
 enum Held {

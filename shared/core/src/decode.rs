@@ -9,6 +9,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::dataset_b::DatasetB;
+use crate::kpl::KplError;
 use crate::model::{DetectionEvent, InputRecord, OutputEvent};
 use crate::time::{MS_PER_DAY, UtcHour};
 
@@ -43,18 +44,39 @@ impl Field {
 /// Why a record was quarantined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
-    NotUtf8 { valid_up_to: usize },
-    InvalidJson { detail: String },
-    NotAnObject { found: &'static str },
+    NotUtf8 {
+        valid_up_to: usize,
+    },
+    InvalidJson {
+        detail: String,
+    },
+    NotAnObject {
+        found: &'static str,
+    },
     MissingField(Field),
     NullField(Field),
-    WrongType { field: Field, found: &'static str },
-    OutOfRange { field: Field, value: String },
+    WrongType {
+        field: Field,
+        found: &'static str,
+    },
+    OutOfRange {
+        field: Field,
+        value: String,
+    },
     DuplicateField(Field),
     EmptyItemName,
-    ItemNameTooLong { chars: usize },
-    TimestampTooOld { value: i64 },
-    TimestampInFuture { value: i64, arrival_ms: i64 },
+    ItemNameTooLong {
+        chars: usize,
+    },
+    TimestampTooOld {
+        value: i64,
+    },
+    TimestampInFuture {
+        value: i64,
+        arrival_ms: i64,
+    },
+    /// A KPL aggregate that cannot be split (quarantined whole).
+    Aggregate(KplError),
 }
 
 impl Rejection {
@@ -73,6 +95,7 @@ impl Rejection {
             Rejection::ItemNameTooLong { .. } => "item_name_too_long",
             Rejection::TimestampTooOld { .. } => "timestamp_too_old",
             Rejection::TimestampInFuture { .. } => "timestamp_in_future",
+            Rejection::Aggregate(e) => e.code(),
         }
     }
 
@@ -135,6 +158,7 @@ impl fmt::Display for Rejection {
                 f,
                 "`timestamp_detected` {value} is more than a day after the record's arrival ({arrival_ms})"
             ),
+            Rejection::Aggregate(e) => write!(f, "KPL aggregated record cannot be split: {e}"),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod dataset_b;
 pub mod decode;
 pub mod delivery;
 pub mod env;
+pub mod kpl;
 pub mod metrics;
 pub mod model;
 pub mod packing;

@@ -6,9 +6,16 @@ use serde_json::{Map, Value, json};
 
 /// What happened to one batch. Every received record is counted in exactly one
 /// of `delivered`, `duplicates`, `quarantined` and `failed`.
+///
+/// Counts are of user records: a plain Kinesis record is one, a KPL aggregate
+/// is as many as it holds (one when it is corrupt and quarantined whole).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchStats {
     pub received: u64,
+    /// Kinesis records that were KPL aggregates (corrupt ones included).
+    pub kpl_aggregates: u64,
+    /// User records split out of KPL aggregates (also counted in `received`).
+    pub kpl_user_records: u64,
     pub delivered: u64,
     /// Intentional drops, apart from failures.
     pub duplicates: u64,
@@ -44,6 +51,8 @@ impl BatchStats {
 
     pub fn absorb(&mut self, o: &BatchStats) {
         self.received += o.received;
+        self.kpl_aggregates += o.kpl_aggregates;
+        self.kpl_user_records += o.kpl_user_records;
         self.delivered += o.delivered;
         self.duplicates += o.duplicates;
         self.duplicates_in_batch += o.duplicates_in_batch;
@@ -67,7 +76,7 @@ impl BatchStats {
 
     /// One EMF log line: CloudWatch turns its counts into metrics with no API call.
     pub fn emf_line(&self, namespace: &str, function_name: &str, timestamp_ms: i64) -> String {
-        let metrics: [(&str, u64, &str); 14] = [
+        let metrics: [(&str, u64, &str); 16] = [
             ("Received", self.received, "Count"),
             ("Delivered", self.delivered, "Count"),
             ("Duplicates", self.duplicates, "Count"),
@@ -81,6 +90,8 @@ impl BatchStats {
             ("MarksFailed", self.marks_failed, "Count"),
             ("ReleasesFailed", self.releases_failed, "Count"),
             ("CheckpointFailed", self.checkpoint_failed, "Count"),
+            ("KplAggregates", self.kpl_aggregates, "Count"),
+            ("KplUserRecords", self.kpl_user_records, "Count"),
             ("DurationMs", self.duration_ms, "Milliseconds"),
         ];
         let mut root = Map::new();

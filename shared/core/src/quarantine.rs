@@ -11,6 +11,9 @@ use crate::time::{MS_PER_DAY, UtcHour, civil_from_days};
 struct QuarantineLine<'a> {
     shard_id: &'a str,
     sequence_number: &'a str,
+    /// Position of the user record inside a KPL aggregate; absent for a plain record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kpl_user_record: Option<u32>,
     arrival_ms: i64,
     arrival_time: String,
     reason: &'static str,
@@ -29,21 +32,47 @@ pub fn object_key(prefix: &str, first: &InputRecord) -> String {
     )
 }
 
+/// One bad record: a plain Kinesis record, a corrupt KPL aggregate (whole), or
+/// one user record of a KPL aggregate (its own bytes, with its position).
+#[derive(Debug, Clone, Copy)]
+pub struct BadRecord<'a> {
+    pub record: &'a InputRecord,
+    /// `Some((index, bytes))` for a user record inside a KPL aggregate.
+    pub user_record: Option<(u32, &'a [u8])>,
+    pub why: &'a Rejection,
+}
+
 /// Renders the bad records of one batch.
 pub fn render(bad: &[(&InputRecord, &Rejection)]) -> Result<Vec<u8>, serde_json::Error> {
+    let bad: Vec<BadRecord<'_>> = bad
+        .iter()
+        .map(|(record, why)| BadRecord {
+            record,
+            user_record: None,
+            why,
+        })
+        .collect();
+    render_bad(&bad)
+}
+
+/// Renders the bad records of one batch, user records of aggregates included.
+pub fn render_bad(bad: &[BadRecord<'_>]) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::new();
-    for (record, why) in bad {
+    for b in bad {
+        let record = b.record;
+        let data = b.user_record.map_or(record.data.as_slice(), |(_, d)| d);
         serde_json::to_writer(
             &mut out,
             &QuarantineLine {
                 shard_id: &record.shard_id,
                 sequence_number: &record.sequence_number,
+                kpl_user_record: b.user_record.map(|(i, _)| i),
                 arrival_ms: record.arrival_ms,
                 arrival_time: iso8601(record.arrival_ms),
-                reason: why.code(),
-                field: why.field().map(|f| f.name()),
-                message: why.to_string(),
-                data_base64: base64::engine::general_purpose::STANDARD.encode(&record.data),
+                reason: b.why.code(),
+                field: b.why.field().map(|f| f.name()),
+                message: b.why.to_string(),
+                data_base64: base64::engine::general_purpose::STANDARD.encode(data),
             },
         )?;
         out.push(b'\n');
@@ -84,6 +113,10 @@ mod tests {
         assert_eq!(v["sequence_number"], "42");
         assert_eq!(v["arrival_time"], "2023-11-14T22:13:20.123Z");
         assert_eq!(v["reason"], "not_utf8");
+        assert!(
+            v.get("kpl_user_record").is_none(),
+            "only user records of aggregates"
+        );
         let raw = base64::engine::general_purpose::STANDARD
             .decode(v["data_base64"].as_str().unwrap_or_default())
             .expect("base64");
