@@ -2,10 +2,15 @@
 # Offline checks of the deployment definitions (template.yaml and infra/), no AWS
 # account needed:
 #   cfn-lint, sam validate (--lint and plain), terraform fmt, terraform init (local
-#   provider mirror) + validate, checkov on both definitions, and pytest tests/infra
-#   (both definitions agree with infra/schema.json; the Athena SQL parses as Trino).
-# Runs from anywhere; needs python3 and terraform on PATH. Every step runs even if an
-# earlier one failed; the last line says what failed, and the exit code is non-zero.
+#   provider mirror) + validate of both example roots, checkov on both definitions,
+#   pytest tests/infra (both definitions agree with infra/schema.json; the Athena SQL
+#   parses as Trino), and scripts/tf-emulator-e2e.sh (terraform apply of
+#   infra/examples/emulator to a moto server, the pipeline end to end against what it
+#   created, terraform destroy). That last step uses the moto at
+#   $SIGHTLINE_AWS_ENDPOINT (scripts/test.sh exports it) or starts its own.
+# Runs from anywhere; needs python3 and terraform on PATH (and cargo for the e2e step).
+# Every step runs even if an earlier one failed; the last line says what failed, and
+# the exit code is non-zero.
 #
 # Python tools are pinned in requirements-infra.txt (+ infra/constraints.txt) and
 # installed into their own venv, next to the project's tool venv: aws-sam-cli and
@@ -24,7 +29,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 CACHE="${SIGHTLINE_CACHE:-$HOME/.cache/sightline}"
 VENV="${SIGHTLINE_INFRA_VENV:-${SIGHTLINE_VENV:-$CACHE/venv}-infra}"
-TF_ROOT="infra/examples/complete"
+TF_ROOTS=("infra/examples/complete" "infra/examples/emulator")
 TF_DATA_ROOT="$CACHE/terraform"
 started=$SECONDS
 
@@ -109,27 +114,37 @@ find_plugin_dir() {
   fi
 }
 
+# tf [ROOT] ARGS...: terraform with TF_DATA_DIR under the cache, one per example root
+# (infra/examples/complete -> examples-complete).
 tf() {
+  local data="examples-complete"
+  case "${1:-}" in infra/examples/*) data="examples-${1#infra/examples/}"; set -- -chdir="$1" "${@:2}" ;; esac
   # A TF_CLI_CONFIG_FILE pointing at a missing file only prints warnings.
   if [ -n "${TF_CLI_CONFIG_FILE:-}" ] && [ ! -f "$TF_CLI_CONFIG_FILE" ]; then
-    env -u TF_CLI_CONFIG_FILE TF_DATA_DIR="$TF_DATA_ROOT/examples-complete" TF_IN_AUTOMATION=1 terraform "$@"
+    env -u TF_CLI_CONFIG_FILE TF_DATA_DIR="$TF_DATA_ROOT/$data" TF_IN_AUTOMATION=1 terraform "$@"
   else
-    TF_DATA_DIR="$TF_DATA_ROOT/examples-complete" TF_IN_AUTOMATION=1 terraform "$@"
+    TF_DATA_DIR="$TF_DATA_ROOT/$data" TF_IN_AUTOMATION=1 terraform "$@"
   fi
 }
 
 terraform_init_validate() {
-  local plugin_dir
+  local plugin_dir root
   plugin_dir="$(find_plugin_dir)"
   mkdir -p "$TF_DATA_ROOT"
   if [ -n "$plugin_dir" ]; then
     echo "provider mirror: $plugin_dir"
-    tf -chdir="$TF_ROOT" init -backend=false -input=false -upgrade -plugin-dir="$plugin_dir" >/dev/null
   else
     echo "no local provider mirror found; using the registry"
-    tf -chdir="$TF_ROOT" init -backend=false -input=false -upgrade >/dev/null
   fi
-  tf -chdir="$TF_ROOT" validate -no-color
+  for root in "${TF_ROOTS[@]}"; do
+    echo "$root:"
+    if [ -n "$plugin_dir" ]; then
+      tf "$root" init -backend=false -input=false -upgrade -plugin-dir="$plugin_dir" >/dev/null || return 1
+    else
+      tf "$root" init -backend=false -input=false -upgrade >/dev/null || return 1
+    fi
+    tf "$root" validate -no-color || return 1
+  done
 }
 
 # sam needs a region; the dummy credentials are never used (validation is local).
@@ -156,5 +171,6 @@ run "terraform validate" terraform_init_validate
 run "checkov template.yaml" checkov_run --framework cloudformation -f template.yaml
 run "checkov infra/" checkov_run --framework terraform -d infra
 run "pytest tests/infra" python -m pytest tests/infra -q -p no:cacheprovider
+run "terraform apply to moto + e2e + destroy" "$ROOT/scripts/tf-emulator-e2e.sh"
 
 [ "${#failed[@]}" -eq 0 ]

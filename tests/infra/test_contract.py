@@ -6,7 +6,12 @@ columns, types and partition keys with partition projection, the Firehose
 de-aggregation/partitioning/Parquet settings, the EMF metric names the alarms use,
 the dedup view (its SQL against infra/athena/dedup_view.sql, its columns), the
 QuickSight dataset's columns, and that the Terraform variables mirror the SAM
-parameters.
+parameters. The front door (schema.json "ingest_function"): the ingest function's
+runtime, build and environment (exactly the contract, which is also what
+functions/ingest/src/lib.rs reads), its least-privilege role, the HTTP API's
+POST /events route (AWS_IAM by default), Lambda proxy integration (payload 2.0),
+$default stage with access logs and throttling, the invoke permission, the alarms
+and the IngestUrl / ingest_url outputs.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import re
 import pytest
 import sqlglot
 
-from conftest import ATHENA, one
+from conftest import ATHENA, ROOT, TerraformModule, one
 
 # ------------------------------------------------------------------ helpers
 
@@ -440,3 +445,292 @@ def test_dedup_window_bounds(template, schema):
     spec = schema["function"]["environment"]["DEDUP_WINDOW_SECS"]
     param = template["Parameters"]["DedupWindowSecs"]
     assert (param["MinValue"], param["MaxValue"]) == (spec["min"], spec["max"])
+
+
+
+# ------------------------------------------------------------------ the front door (ingest)
+
+
+def ingest_contract(schema):
+    return schema["ingest_function"]
+
+
+def ingest_deployable_env(schema):
+    return {k for k, v in ingest_contract(schema)["environment"].items() if v.get("deploy", True)}
+
+
+def sam_ingest_function(template):
+    return template["Resources"]["IngestFunction"]
+
+
+def sam_ingest_env(template):
+    return sam_ingest_function(template)["Properties"]["Environment"]["Variables"]
+
+
+def tf_ingest_function(tf):
+    return tf.resource("aws_lambda_function", "ingest")
+
+
+def tf_ingest_env(tf):
+    return one(one(tf_ingest_function(tf)["environment"])["variables"])
+
+
+def sam_param_default(template, value):
+    """A literal, or the default of the parameter a {"Ref": ...} names."""
+    if isinstance(value, dict) and "Ref" in value and value["Ref"] in template["Parameters"]:
+        return template["Parameters"][value["Ref"]].get("Default")
+    return value
+
+
+def tf_var_default(tf, value):
+    """A literal, or the default of the variable a `${var.x}` names."""
+    var = re.fullmatch(r"\$\{(?:tostring\()?var\.([a-z0-9_]+)\)?\}", str(value))
+    if var:
+        return one(tf.variables[var.group(1)].get("default"))
+    return value
+
+
+def statements_by_sid(statements):
+    return {s["Sid"] if "Sid" in s else one(s["sid"]): s for s in statements}
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def test_ingest_schema_is_consistent(schema):
+    contract = ingest_contract(schema)
+    env = contract["environment"]
+    assert {k for k, v in env.items() if v["required"]} == {"STREAM_NAME"}
+    assert set(env) == {"STREAM_NAME", "RETRY_MAX_ATTEMPTS", "DEADLINE_RESERVE_MS", "AWS_CALL_TIMEOUT_MS", "RUST_LOG"}
+    assert contract["api"]["authorization_default"] == "AWS_IAM"
+    assert contract["api"]["authorization_default"] in contract["api"]["authorization_allowed"]
+    assert contract["api"]["route_key"].split(" ")[1] == contract["api"]["url_suffix"]
+
+
+def test_sam_ingest_function_runtime_and_build(template, schema):
+    contract = ingest_contract(schema)
+    fn = sam_ingest_function(template)
+    props = fn["Properties"]
+    assert fn["Type"] == "AWS::Serverless::Function"
+    assert props["Runtime"] == contract["runtime"]
+    assert props["Architectures"] == [contract["architecture"]]
+    assert props["Handler"] == contract["handler"]
+    assert props["CodeUri"] == contract["code_uri"]
+    assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda"
+    assert fn["Metadata"]["BuildProperties"]["Binary"] == contract["binary"]
+    assert props["Tracing"] == "Active"
+    assert props["LoggingConfig"]["LogGroup"] == {"Ref": "IngestLogGroup"}
+    assert props["KmsKeyArn"] == {"Fn::GetAtt": ["DataKey", "Arn"]}
+
+
+def test_tf_ingest_function_runtime(tf, schema):
+    contract = ingest_contract(schema)
+    fn = tf_ingest_function(tf)
+    assert one(fn["runtime"]) == contract["runtime"]
+    assert one(fn["architectures"]) == [contract["architecture"]]
+    assert one(fn["handler"]) == contract["handler"]
+    assert one(fn["filename"]) == "${var.ingest_zip_path}"
+    assert one(one(fn["tracing_config"])["mode"]) == "Active"
+    assert one(one(fn["logging_config"])["log_group"]) == "${aws_cloudwatch_log_group.ingest.name}"
+    assert one(fn["kms_key_arn"]) == "${aws_kms_key.data.arn}"
+
+
+def test_ingest_memory_and_timeouts_agree(template, tf, schema):
+    sam = sam_ingest_function(template)["Properties"]
+    terraform = tf_ingest_function(tf)
+    assert sam["MemorySize"] == one(terraform["memory_size"])
+    assert sam["Timeout"] == one(terraform["timeout"])
+    sam_integration = sam_resource(template, "IngestIntegration")["TimeoutInMillis"]
+    tf_integration = one(tf.resource("aws_apigatewayv2_integration", "ingest")["timeout_milliseconds"])
+    assert sam_integration == tf_integration <= ingest_contract(schema)["api"]["max_integration_timeout_ms"]
+    # The caller gets the function's own answer (503 + per-event results), never
+    # API Gateway's timeout: the function ends well before the integration does.
+    assert sam["Timeout"] * 1000 < sam_integration
+    reserve = int(sam_ingest_env(template)["DEADLINE_RESERVE_MS"])
+    attempt = int(sam_ingest_env(template)["AWS_CALL_TIMEOUT_MS"])
+    attempts = int(sam_ingest_env(template)["RETRY_MAX_ATTEMPTS"])
+    assert attempts * attempt + reserve <= sam["Timeout"] * 1000, "the retries do not fit in the timeout"
+
+
+@pytest.mark.parametrize("source", ["sam", "terraform"])
+def test_ingest_env_is_exactly_the_contract(source, template, tf, schema):
+    names = set(sam_ingest_env(template) if source == "sam" else tf_ingest_env(tf))
+    assert names == ingest_deployable_env(schema), f"{source}: only there {names - ingest_deployable_env(schema)}, missing {ingest_deployable_env(schema) - names}"
+
+
+def test_ingest_env_names_agree_between_sam_and_terraform(template, tf):
+    assert set(sam_ingest_env(template)) == set(tf_ingest_env(tf))
+
+
+def test_ingest_env_values(template, tf, schema):
+    env = ingest_contract(schema)["environment"]
+    sam, terraform = sam_ingest_env(template), tf_ingest_env(tf)
+    assert sam["STREAM_NAME"] == {"Ref": "EventStream"}, "STREAM_NAME must name the stack's events stream"
+    assert terraform["STREAM_NAME"] == "${aws_kinesis_stream.events.name}"
+    assert sam_param_default(template, sam["RUST_LOG"]) == tf_var_default(tf, terraform["RUST_LOG"])
+    for name, spec in env.items():
+        if spec.get("default") is None:
+            continue
+        assert str(sam_param_default(template, sam[name])) == spec["default"], f"SAM {name}"
+        assert str(tf_var_default(tf, tf.resolve(terraform[name]))) == spec["default"], f"Terraform {name}"
+
+
+def test_ingest_contract_is_what_the_code_reads(schema):
+    """functions/ingest/src/lib.rs reads exactly the contract's variables, with its defaults and bounds."""
+    source = ROOT / "functions" / "ingest" / "src" / "lib.rs"
+    if not source.exists():
+        pytest.skip("functions/ingest/src/lib.rs is not there")
+    text = source.read_text()
+    consts = dict(re.findall(r'pub const (ENV_[A-Z0-9_]+): &str = "([A-Z0-9_]+)";', text))
+    read = {}
+    for method, arg, rest in re.findall(r"\benv\.(required|optional|integer|string|boolean|bool)\(\s*(\"[A-Z0-9_]+\"|ENV_[A-Z0-9_]+)\s*(,[^)]*)?\)", text):
+        name = arg.strip('"') if arg.startswith('"') else consts[arg]
+        numbers = [int(n.replace("_", "")) for n in re.findall(r"(?<![\w.])-?[0-9][0-9_]*(?![\w.])", rest or "")]
+        read[name] = (method, numbers)
+    env = ingest_contract(schema)["environment"]
+    contract = {k for k, v in env.items() if "read_by" not in v}
+    assert set(read) == contract, f"only in lib.rs: {set(read) - contract}; only in schema.json: {contract - set(read)}"
+    for name, (method, numbers) in read.items():
+        spec = env[name]
+        assert (method == "required") == spec["required"], name
+        if method == "integer":
+            assert numbers[:3] == [int(spec["default"]), spec["min"], spec["max"]], f"{name}: lib.rs {numbers[:3]}"
+
+
+def test_sam_ingest_role_is_least_privilege(template):
+    role = sam_resource(template, "IngestRole")
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+    statements = statements_by_sid(one(role["Policies"])["PolicyDocument"]["Statement"])
+    assert set(statements) == {"PutRecordsToTheEventsStream", "DataKeyForTheStream", "Logs", "XRayHasNoResourceLevelPermissions"}
+    put = statements["PutRecordsToTheEventsStream"]
+    assert set(as_list(put["Action"])) <= {"kinesis:PutRecords", "kinesis:PutRecord"} and "kinesis:PutRecords" in as_list(put["Action"])
+    assert put["Resource"] == {"Fn::GetAtt": ["EventStream", "Arn"]}
+    key = statements["DataKeyForTheStream"]
+    assert as_list(key["Action"]) == ["kms:GenerateDataKey"]
+    assert key["Resource"] == {"Fn::GetAtt": ["DataKey", "Arn"]}
+    assert statements["Logs"]["Resource"] == {"Fn::Sub": "${IngestLogGroup.Arn}"}
+    assert set(as_list(statements["XRayHasNoResourceLevelPermissions"]["Action"])) == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    assert sam_ingest_function(template)["Properties"]["Role"] == {"Fn::GetAtt": ["IngestRole", "Arn"]}
+
+
+def test_tf_ingest_role_is_least_privilege(tf):
+    statements = statements_by_sid(tf.data[("aws_iam_policy_document", "ingest")]["statement"])
+    assert set(statements) == {"PutRecordsToTheEventsStream", "DataKeyForTheStream", "Logs", "XRayHasNoResourceLevelPermissions"}
+    put = statements["PutRecordsToTheEventsStream"]
+    assert set(one(put["actions"])) <= {"kinesis:PutRecords", "kinesis:PutRecord"} and "kinesis:PutRecords" in one(put["actions"])
+    assert one(put["resources"]) == ["${aws_kinesis_stream.events.arn}"]
+    key = statements["DataKeyForTheStream"]
+    assert one(key["actions"]) == ["kms:GenerateDataKey"]
+    assert one(key["resources"]) == ["${aws_kms_key.data.arn}"]
+    assert one(statements["Logs"]["resources"]) == ["${aws_cloudwatch_log_group.ingest.arn}:*"]
+    assert one(tf_ingest_function(tf)["role"]) == "${aws_iam_role.ingest.arn}"
+
+
+def test_ingest_log_groups_are_encrypted(template, tf):
+    for name in ("IngestLogGroup", "IngestAccessLogGroup"):
+        assert sam_resource(template, name)["KmsKeyId"] == {"Fn::GetAtt": ["DataKey", "Arn"]}
+    for name in ("ingest", "ingest_access"):
+        assert one(tf.resource("aws_cloudwatch_log_group", name)["kms_key_id"]) == "${aws_kms_key.data.arn}"
+
+
+def test_sam_ingest_api(template, schema):
+    api_contract = ingest_contract(schema)["api"]
+    assert sam_resource(template, "IngestApi")["ProtocolType"] == api_contract["protocol"]
+    route = sam_resource(template, "IngestRoute")
+    assert route["RouteKey"] == api_contract["route_key"]
+    assert route["Target"] == {"Fn::Sub": "integrations/${IngestIntegration}"}
+    # AWS_IAM by default, NONE allowed; nothing else.
+    assert route["AuthorizationType"] == {"Ref": "IngestAuthorization"}
+    param = template["Parameters"]["IngestAuthorization"]
+    assert param["Default"] == api_contract["authorization_default"] == "AWS_IAM"
+    assert param["AllowedValues"] == api_contract["authorization_allowed"]
+    integration = sam_resource(template, "IngestIntegration")
+    assert integration["IntegrationType"] == "AWS_PROXY"
+    assert integration["PayloadFormatVersion"] == api_contract["payload_format_version"]
+    assert integration["IntegrationUri"] == {"Fn::GetAtt": ["IngestFunction", "Arn"]}
+    stage = sam_resource(template, "IngestStage")
+    assert stage["StageName"] == api_contract["stage"] and stage["AutoDeploy"] is True
+    assert stage["AccessLogSettings"]["DestinationArn"] == {"Fn::GetAtt": ["IngestAccessLogGroup", "Arn"]}
+    json.loads(stage["AccessLogSettings"]["Format"])
+    throttle = stage["DefaultRouteSettings"]
+    assert throttle["ThrottlingRateLimit"] == {"Ref": "IngestThrottlingRateLimit"}
+    assert throttle["ThrottlingBurstLimit"] == {"Ref": "IngestThrottlingBurstLimit"}
+    permission = sam_resource(template, "IngestApiInvokePermission")
+    assert permission["Principal"] == "apigateway.amazonaws.com"
+    assert permission["FunctionName"] == {"Fn::GetAtt": ["IngestFunction", "Arn"]}
+    source_arn = permission["SourceArn"]["Fn::Sub"]
+    assert ":execute-api:" in source_arn and "${IngestApi}/" in source_arn and source_arn.endswith("/POST/events")
+
+
+def test_tf_ingest_api(tf, schema):
+    api_contract = ingest_contract(schema)["api"]
+    assert one(tf.resource("aws_apigatewayv2_api", "ingest")["protocol_type"]) == api_contract["protocol"]
+    route = tf.resource("aws_apigatewayv2_route", "ingest")
+    assert one(route["route_key"]) == api_contract["route_key"]
+    assert one(route["target"]) == "integrations/${aws_apigatewayv2_integration.ingest.id}"
+    assert one(route["authorization_type"]) == "${var.ingest_authorization}"
+    var = tf.variables["ingest_authorization"]
+    assert one(var["default"]) == api_contract["authorization_default"] == "AWS_IAM"
+    condition = one(one(var["validation"])["condition"])
+    allowed = re.fullmatch(r"\$\{contains\(\[(.*)\],\s*var\.ingest_authorization\)\}", condition)
+    assert allowed, condition
+    assert re.findall(r"['\"]([A-Z_]+)['\"]", allowed.group(1)) == api_contract["authorization_allowed"]
+    integration = tf.resource("aws_apigatewayv2_integration", "ingest")
+    assert one(integration["integration_type"]) == "AWS_PROXY"
+    assert one(integration["payload_format_version"]) == api_contract["payload_format_version"]
+    assert one(integration["integration_uri"]) == "${aws_lambda_function.ingest.arn}"
+    stage = tf.resource("aws_apigatewayv2_stage", "ingest")
+    assert one(stage["name"]) == api_contract["stage"] and one(stage["auto_deploy"]) is True
+    logs = one(stage["access_log_settings"])
+    assert one(logs["destination_arn"]) == "${aws_cloudwatch_log_group.ingest_access.arn}"
+    throttle = one(stage["default_route_settings"])
+    assert one(throttle["throttling_rate_limit"]) == "${var.ingest_throttling_rate_limit}"
+    assert one(throttle["throttling_burst_limit"]) == "${var.ingest_throttling_burst_limit}"
+    permission = tf.resource("aws_lambda_permission", "ingest_api")
+    assert one(permission["principal"]) == "apigateway.amazonaws.com"
+    assert one(permission["function_name"]) == "${aws_lambda_function.ingest.function_name}"
+    assert one(permission["source_arn"]) == "${aws_apigatewayv2_api.ingest.execution_arn}/*/POST/events"
+
+
+def test_ingest_access_logs_have_the_same_fields(template, tf):
+    sam = json.loads(sam_resource(template, "IngestStage")["AccessLogSettings"]["Format"])
+    terraform = str(tf.locals["ingest_access_log_format"])
+    pairs = dict(re.findall(r"['\"]?(\w+)['\"]?\s*[:=]\s*['\"](\$context\.[\w.]+)['\"]", terraform))
+    assert pairs == sam
+
+
+def test_ingest_alarms(template, tf):
+    errors = sam_resource(template, "IngestFunctionErrorsAlarm")
+    assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "IngestFunction"}}]
+    assert errors["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    rate = sam_resource(template, "IngestServerErrorRateAlarm")
+    metrics = {m["MetricStat"]["Metric"]["MetricName"]: m["MetricStat"]["Metric"] for m in rate["Metrics"] if "MetricStat" in m}
+    assert set(metrics) == {"5xx", "Count"}
+    assert all(m["Namespace"] == "AWS/ApiGateway" and m["Dimensions"] == [{"Name": "ApiId", "Value": {"Ref": "IngestApi"}}] for m in metrics.values())
+    assert rate["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+    tf_errors = tf.locals["simple_alarms"]["ingest-function-errors"]
+    assert (tf_errors["namespace"], tf_errors["metric"]) == ("AWS/Lambda", "Errors")
+    assert tf_errors["dimensions"] == {"FunctionName": "${aws_lambda_function.ingest.function_name}"}
+    tf_rate = tf.resource("aws_cloudwatch_metric_alarm", "ingest_5xx_rate")
+    tf_metrics = {one(m["metric_name"]): m for q in tf_rate["metric_query"] for m in q.get("metric", [])}
+    assert set(tf_metrics) == {"5xx", "Count"}
+    assert all(one(m["namespace"]) == "AWS/ApiGateway" and one(m["dimensions"]) == {"ApiId": "${aws_apigatewayv2_api.ingest.id}"}
+               for m in tf_metrics.values())
+    assert one(tf_rate["alarm_actions"]) == ["${aws_sns_topic.alarms.arn}"]
+    sam_expr = next(m["Expression"] for m in rate["Metrics"] if "Expression" in m)
+    tf_expr = next(one(q["expression"]) for q in tf_rate["metric_query"] if "expression" in q)
+    assert sam_expr == tf_expr
+
+
+def test_ingest_url_outputs(template, tf, schema):
+    suffix = ingest_contract(schema)["api"]["url_suffix"]
+    assert template["Outputs"]["IngestUrl"]["Value"] == {"Fn::Sub": "${IngestApi.ApiEndpoint}" + suffix}
+    assert one(tf.outputs["ingest_url"]["value"]) == "${aws_apigatewayv2_api.ingest.api_endpoint}" + suffix
+    assert template["Outputs"]["IngestFunctionName"]["Value"] == {"Ref": "IngestFunction"}
+    assert one(tf.outputs["ingest_function_name"]["value"]) == "${aws_lambda_function.ingest.function_name}"
+    for example in ("complete", "emulator"):
+        root = TerraformModule(ROOT / "infra" / "examples" / example)
+        assert one(root.outputs["ingest_url"]["value"]) == "${module.sightline.ingest_url}", example

@@ -23,4 +23,11 @@ module "sightline" {
   enable_quicksight                  = var.enable_quicksight
   quicksight_principal_arn           = var.quicksight_principal_arn
   lambda_zip_path                    = var.lambda_zip_path
+
+  # The front door (POST /events -> ingest -> Kinesis).
+  ingest_zip_path                   = var.ingest_zip_path
+  ingest_authorization              = var.ingest_authorization
+  ingest_throttling_rate_limit      = var.ingest_throttling_rate_limit
+  ingest_throttling_burst_limit     = var.ingest_throttling_burst_limit
+  ingest_server_error_alarm_percent = var.ingest_server_error_alarm_percent
 }

@@ -6,6 +6,19 @@ output "function_name" {
   value = module.sightline.function_name
 }
 
+output "ingest_url" {
+  description = "POST events here."
+  value       = module.sightline.ingest_url
+}
+
+output "ingest_function_name" {
+  value = module.sightline.ingest_function_name
+}
+
+output "ingest_invoke_policy_arn" {
+  value = module.sightline.ingest_invoke_policy_arn
+}
+
 output "claim_table_name" {
   value = module.sightline.claim_table_name
 }

@@ -106,3 +106,30 @@ variable "lambda_zip_path" {
   type        = string
   default     = "../../../target/lambda/dedup-enrich/bootstrap.zip"
 }
+
+variable "ingest_zip_path" {
+  description = "The ingest function's bootstrap.zip from the same `cargo lambda build`, relative to this directory (see lambda_zip_path)."
+  type        = string
+  default     = "../../../target/lambda/ingest/bootstrap.zip"
+}
+
+variable "ingest_authorization" {
+  description = "AWS_IAM (SigV4, the default) or NONE when a gateway or an authorizer in front authenticates; see infra/README.md."
+  type        = string
+  default     = "AWS_IAM"
+}
+
+variable "ingest_throttling_rate_limit" {
+  type    = number
+  default = 1000
+}
+
+variable "ingest_throttling_burst_limit" {
+  type    = number
+  default = 2000
+}
+
+variable "ingest_server_error_alarm_percent" {
+  type    = number
+  default = 1
+}

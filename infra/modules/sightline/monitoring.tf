@@ -56,6 +56,11 @@ locals {
       namespace   = "AWS/Firehose", metric = "FailedConversion.Records", stat = "Sum", dimensions = { DeliveryStreamName = aws_kinesis_firehose_delivery_stream.events.name }
       period      = 300, periods = 1, threshold = 1, operator = "GreaterThanOrEqualToThreshold"
     }
+    ingest-function-errors = {
+      description = "The front door's invocations failed as a whole (crash, timeout, init error such as a bad environment); callers got a 5xx from API Gateway, not the function's per-event answer."
+      namespace   = "AWS/Lambda", metric = "Errors", stat = "Sum", dimensions = { FunctionName = aws_lambda_function.ingest.function_name }
+      period      = 300, periods = 1, threshold = 1, operator = "GreaterThanOrEqualToThreshold"
+    }
     raw-archive-freshness = {
       description = "The raw archive is more than 15 minutes behind the stream (its buffer is 300 s)."
       namespace   = "AWS/Firehose", metric = "DeliveryToS3.DataFreshness", stat = "Maximum", dimensions = { DeliveryStreamName = aws_kinesis_firehose_delivery_stream.raw.name }
@@ -119,6 +124,49 @@ resource "aws_cloudwatch_metric_alarm" "quarantine_rate" {
       namespace   = local.metrics_namespace
       metric_name = "Received"
       dimensions  = local.function_dimensions
+      period      = 300
+      stat        = "Sum"
+    }
+  }
+
+  tags = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "ingest_5xx_rate" {
+  alarm_name          = "${local.prefix}-ingest-5xx-rate"
+  alarm_description   = "More than ingest_server_error_alarm_percent of the front door's requests got a 5xx for 10 minutes (Kinesis throttling answered with 503, a refused PutRecords with 502, or the function failing). Callers must re-send."
+  evaluation_periods  = 2
+  datapoints_to_alarm = 2
+  threshold           = var.ingest_server_error_alarm_percent
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+
+  metric_query {
+    id          = "rate"
+    label       = "5xx percent of requests"
+    expression  = "IF(requests > 0, 100 * errors / requests, 0)"
+    return_data = true
+  }
+
+  metric_query {
+    id = "errors"
+    metric {
+      namespace   = "AWS/ApiGateway"
+      metric_name = "5xx"
+      dimensions  = { ApiId = aws_apigatewayv2_api.ingest.id }
+      period      = 300
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id = "requests"
+    metric {
+      namespace   = "AWS/ApiGateway"
+      metric_name = "Count"
+      dimensions  = { ApiId = aws_apigatewayv2_api.ingest.id }
       period      = 300
       stat        = "Sum"
     }
@@ -221,6 +269,39 @@ resource "aws_cloudwatch_dashboard" "this" {
             ["AWS/DynamoDB", "ConsumedWriteCapacityUnits", "TableName", aws_dynamodb_table.claims.name],
             [".", "ThrottledRequests", ".", "."],
             ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", aws_sqs_queue.on_failure.name, { stat = "Maximum" }],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 0, y = 18, width = 8, height = 6
+        properties = {
+          title = "Front door requests and errors", region = local.region, stat = "Sum", period = 60, view = "timeSeries"
+          metrics = [
+            ["AWS/ApiGateway", "Count", "ApiId", aws_apigatewayv2_api.ingest.id],
+            [".", "4xx", ".", "."],
+            [".", "5xx", ".", "."],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 8, y = 18, width = 8, height = 6
+        properties = {
+          title = "Front door latency (ms)", region = local.region, period = 60, view = "timeSeries"
+          metrics = [
+            ["AWS/ApiGateway", "Latency", "ApiId", aws_apigatewayv2_api.ingest.id, { stat = "p50" }],
+            ["...", { stat = "p99" }],
+            [".", "IntegrationLatency", ".", ".", { stat = "p99" }],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 16, y = 18, width = 8, height = 6
+        properties = {
+          title = "Ingest function", region = local.region, stat = "Sum", period = 60, view = "timeSeries"
+          metrics = [
+            ["AWS/Lambda", "Errors", "FunctionName", aws_lambda_function.ingest.function_name],
+            [".", "Throttles", ".", "."],
+            [".", "ConcurrentExecutions", ".", ".", { stat = "Maximum" }],
           ]
         }
       },

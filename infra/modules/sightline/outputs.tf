@@ -11,6 +11,24 @@ output "function_name" {
   value = aws_lambda_function.dedup_enrich.function_name
 }
 
+output "ingest_url" {
+  description = "The front door: POST a JSON array or NDJSON of events here (SigV4 for execute-api unless ingest_authorization is NONE)."
+  value       = "${aws_apigatewayv2_api.ingest.api_endpoint}/events"
+}
+
+output "ingest_function_name" {
+  value = aws_lambda_function.ingest.function_name
+}
+
+output "ingest_api_id" {
+  value = aws_apigatewayv2_api.ingest.id
+}
+
+output "ingest_invoke_policy_arn" {
+  description = "Managed policy allowing execute-api:Invoke on POST /events; attach it to producers."
+  value       = aws_iam_policy.ingest_invoke.arn
+}
+
 output "claim_table_name" {
   value = aws_dynamodb_table.claims.name
 }

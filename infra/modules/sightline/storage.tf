@@ -11,9 +11,10 @@ locals {
 resource "aws_s3_bucket" "data" {
   #checkov:skip=CKV_AWS_144:Single-region by design; raw/ is the replay source. Add cross-region replication per your DR policy.
   #checkov:skip=CKV2_AWS_62:Nothing consumes object-created events; Athena reads the lake through partition projection.
-  for_each = local.data_buckets
-  bucket   = "${local.bucket_prefix}-${each.key}"
-  tags     = local.tags
+  for_each      = local.data_buckets
+  bucket        = "${local.bucket_prefix}-${each.key}"
+  force_destroy = var.force_destroy
+  tags          = local.tags
 }
 
 resource "aws_s3_bucket_public_access_block" "data" {
@@ -58,6 +59,9 @@ resource "aws_s3_bucket_logging" "data" {
   bucket        = aws_s3_bucket.data[each.key].id
   target_bucket = aws_s3_bucket.access_logs.id
   target_prefix = "${each.key}/"
+
+  # The log bucket must grant the logging service first (moto refuses otherwise).
+  depends_on = [aws_s3_bucket_policy.access_logs]
 }
 
 data "aws_iam_policy_document" "tls_only" {
@@ -221,8 +225,9 @@ resource "aws_s3_bucket" "access_logs" {
   #checkov:skip=CKV_AWS_145:S3 server access log delivery does not support SSE-KMS target buckets; SSE-S3 is used.
   #checkov:skip=CKV_AWS_144:Access logs stay in the region they describe.
   #checkov:skip=CKV2_AWS_62:Nothing consumes object-created events of the log bucket.
-  bucket = "${local.bucket_prefix}-logs"
-  tags   = local.tags
+  bucket        = "${local.bucket_prefix}-logs"
+  force_destroy = var.force_destroy
+  tags          = local.tags
 }
 
 resource "aws_s3_bucket_public_access_block" "access_logs" {
@@ -276,6 +281,23 @@ resource "aws_s3_bucket_lifecycle_configuration" "access_logs" {
 }
 
 data "aws_iam_policy_document" "access_logs" {
+  # The log-delivery grant comes first: moto's PutBucketLogging check reads the
+  # statements in order and fails on a "*" principal before it finds this one.
+  statement {
+    sid       = "S3ServerAccessLogDelivery"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.access_logs.arn}/*"]
+    principals {
+      type        = "Service"
+      identifiers = ["logging.s3.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+
   statement {
     sid       = "DenyInsecureTransport"
     effect    = "Deny"
@@ -289,21 +311,6 @@ data "aws_iam_policy_document" "access_logs" {
       test     = "Bool"
       variable = "aws:SecureTransport"
       values   = ["false"]
-    }
-  }
-
-  statement {
-    sid       = "S3ServerAccessLogDelivery"
-    actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.access_logs.arn}/*"]
-    principals {
-      type        = "Service"
-      identifiers = ["logging.s3.amazonaws.com"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
     }
   }
 }

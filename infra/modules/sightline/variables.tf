@@ -126,7 +126,7 @@ variable "log_retention_days" {
 }
 
 variable "rust_log" {
-  description = "RUST_LOG filter of the function."
+  description = "RUST_LOG filter of both functions."
   type        = string
   default     = "info"
 }
@@ -158,4 +158,54 @@ variable "tags" {
   description = "Tags added to every resource that takes them."
   type        = map(string)
   default     = {}
+}
+
+variable "force_destroy" {
+  description = "Let `terraform destroy` empty and delete the data and log buckets. Leave false for real stages; the emulator example (infra/examples/emulator) sets it so its test stacks can be torn down."
+  type        = bool
+  default     = false
+}
+
+variable "ingest_zip_path" {
+  description = "Path of the ingest function's bootstrap.zip from `cargo lambda build --release --arm64 --output-format zip` (target/lambda/ingest/bootstrap.zip)."
+  type        = string
+}
+
+variable "ingest_authorization" {
+  description = "Authorization of the front door's POST /events route. AWS_IAM (default): SigV4-signed requests of principals allowed execute-api:Invoke (attach ingest_invoke_policy_arn). NONE only when something in front authenticates (a gateway, or a JWT/Lambda authorizer you add; see infra/README.md)."
+  type        = string
+  default     = "AWS_IAM"
+
+  validation {
+    condition     = contains(["AWS_IAM", "NONE"], var.ingest_authorization)
+    error_message = "ingest_authorization must be AWS_IAM or NONE."
+  }
+}
+
+variable "ingest_throttling_rate_limit" {
+  description = "Steady requests/s the front door's $default stage accepts before answering 429; bounds the ingest function's concurrency (see template.yaml)."
+  type        = number
+  default     = 1000
+
+  validation {
+    condition     = var.ingest_throttling_rate_limit >= 1 && var.ingest_throttling_rate_limit <= 10000
+    error_message = "ingest_throttling_rate_limit must be 1..10000."
+  }
+}
+
+variable "ingest_throttling_burst_limit" {
+  description = "Requests the front door accepts in a burst above the rate limit."
+  type        = number
+  default     = 2000
+
+  validation {
+    condition     = var.ingest_throttling_burst_limit >= 1 && var.ingest_throttling_burst_limit <= 5000
+    error_message = "ingest_throttling_burst_limit must be 1..5000."
+  }
+}
+
+variable "ingest_server_error_alarm_percent" {
+  description = "Alarm when 5xx answers of the front door exceed this percentage of its requests for 10 minutes."
+  type        = number
+  default     = 1
 }

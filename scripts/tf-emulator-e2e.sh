@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Applies the Terraform stack (infra/examples/emulator -> infra/modules/sightline) to
+# a moto server, runs the pipeline end to end against the resources it created, and
+# destroys it:
+#   1. cargo build -p dedup-enrich -p ingest, each zipped as `bootstrap` (host builds:
+#      moto stores the zips but cannot run provided.al2023 without Docker);
+#   2. terraform init (local provider mirror) + apply, with a unique stage per run and
+#      the state in a temporary directory;
+#   3. tests/infra/emulator_e2e.py: PutRecords to the stream, GetRecords per shard,
+#      `cargo lambda invoke` of the zip's bootstrap (served by `cargo lambda watch
+#      --only-lambda-apis`, run with the environment Terraform gave the function),
+#      then checks the lake, the quarantine bucket and the claim table; checks the
+#      front door's HTTP API, route, integration and stage, and POSTs a body through
+#      the ingest zip's bootstrap (a second runtime API) into the stream;
+#   4. terraform destroy.
+# Uses the moto at $SIGHTLINE_AWS_ENDPOINT when set (scripts/test.sh), otherwise
+# starts its own on a free port and stops it (not scripts/moto.sh: that one keeps a
+# single pid file in the cache and stops whatever moto it names first, which would
+# kill the server of a scripts/test.sh running at the same time).
+# Needs cargo, python3 and terraform.
+# SIGHTLINE_KEEP_E2E=1 keeps the work directory (state, logs, events) and skips destroy.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$ROOT"
+ensure_venv
+command -v terraform >/dev/null || { echo "terraform is not on PATH" >&2; exit 1; }
+
+started=$SECONDS
+TF_DIR="infra/examples/emulator"
+TF_DATA_ROOT="$CACHE/terraform"
+work="$(mktemp -d "${TMPDIR:-/tmp}/sightline-tf-e2e.XXXXXX")"
+# Unique per run (the module allows [a-z][a-z0-9]{0,11}): runs sharing one moto do not collide.
+stage="e2e$(printf '%05x' $(( ($(date +%s) * 100 + RANDOM % 100) % 1048576 )))"
+watch_pid=""
+ingest_watch_pid=""
+tf_vars=()
+applied=""
+destroyed=""
+moto_pid=""
+timings=()
+
+tf() {
+  # A TF_CLI_CONFIG_FILE pointing at a missing file only prints warnings.
+  local unset_cfg=()
+  if [ -n "${TF_CLI_CONFIG_FILE:-}" ] && [ ! -f "$TF_CLI_CONFIG_FILE" ]; then unset_cfg=(-u TF_CLI_CONFIG_FILE); fi
+  env "${unset_cfg[@]}" TF_DATA_DIR="$TF_DATA_ROOT/examples-emulator" TF_IN_AUTOMATION=1 terraform -chdir="$TF_DIR" "$@"
+}
+
+
+cleanup() {
+  local rc=$?
+  local pid
+  for pid in "$watch_pid" "$ingest_watch_pid"; do
+    if [ -n "$pid" ]; then kill -- -"$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; fi
+  done
+  if [ -n "$applied" ] && [ -z "$destroyed" ] && [ -z "${SIGHTLINE_KEEP_E2E:-}" ]; then
+    log "cleanup: terraform destroy (stage $stage)"
+    tf destroy -auto-approve -input=false -no-color -state="$work/terraform.tfstate" "${tf_vars[@]}" >"$work/destroy.log" 2>&1 \
+      || { echo "destroy failed; log: $work/destroy.log" >&2; rc=1; }
+  fi
+  if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; fi
+  if [ -n "${SIGHTLINE_KEEP_E2E:-}" ] || [ "$rc" -ne 0 ]; then
+    echo "work directory kept: $work" >&2
+  else
+    rm -rf "$work"
+  fi
+  echo "tf-emulator-e2e: $([ "$rc" -eq 0 ] && echo passed || echo FAILED) in $((SECONDS - started))s (${timings[*]:-no step finished})"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# step NAME COMMAND...: runs and times one step; stops the script when it fails.
+step() {
+  local name="$1" t0=$SECONDS
+  shift
+  log "$name"
+  if ! "$@"; then
+    echo "step failed: $name" >&2
+    exit 1
+  fi
+  timings+=("$name $((SECONDS - t0))s")
+  log "$name: $((SECONDS - t0))s"
+}
+
+# Same search as scripts/check-infra.sh (and the same cache file).
+find_plugin_dir() {
+  local cached="$CACHE/tf-plugin-dir" bin
+  if [ -n "${SIGHTLINE_TF_PLUGIN_DIR:-}" ]; then echo "$SIGHTLINE_TF_PLUGIN_DIR"; return; fi
+  if [ -f "$cached" ] && [ -d "$(cat "$cached")/registry.terraform.io" ]; then cat "$cached"; return; fi
+  bin="$(find / \( -path /proc -o -path /sys -o -path /dev -o -path "$TF_DATA_ROOT" -o -name .terraform \) -prune \
+    -o -name 'terraform-provider-aws*' -path '*/registry.terraform.io/*' -print 2>/dev/null | head -n 1 || true)"
+  if [ -n "$bin" ]; then
+    mkdir -p "$CACHE"
+    echo "${bin%%/registry.terraform.io/*}" | tee "$cached"
+  fi
+}
+
+# Every command ends in `|| return 1`: step runs this inside `if`, where set -e is off.
+build_zip() {
+  cargo build --locked -p dedup-enrich -p ingest || return 1
+  # The zips Terraform uploads; the e2e runs the bootstraps it extracts from these same files.
+  python3 - "$CARGO_TARGET_DIR/debug/dedup-enrich" "$work/bootstrap.zip" "$CARGO_TARGET_DIR/debug/ingest" "$work/ingest.zip" <<'PY'
+import sys, zipfile
+args = sys.argv[1:]
+for src, dst in zip(args[::2], args[1::2]):
+    info = zipfile.ZipInfo("bootstrap", date_time=(2020, 1, 1, 0, 0, 0))
+    info.external_attr = 0o755 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with open(src, "rb") as f, zipfile.ZipFile(dst, "w") as z:
+        z.writestr(info, f.read(), compresslevel=1)
+PY
+  [ -s "$work/bootstrap.zip" ] && [ -s "$work/ingest.zip" ] || return 1
+  echo "bootstrap.zip (dedup-enrich): $(stat -c %s "$work/bootstrap.zip") bytes; ingest.zip: $(stat -c %s "$work/ingest.zip") bytes"
+}
+
+tf_init() {
+  local plugin_dir
+  plugin_dir="$(find_plugin_dir)"
+  mkdir -p "$TF_DATA_ROOT"
+  if [ -n "$plugin_dir" ]; then
+    tf init -backend=false -input=false -plugin-dir="$plugin_dir" >"$work/init.log" 2>&1
+  else
+    tf init -backend=false -input=false >"$work/init.log" 2>&1
+  fi || { cat "$work/init.log" >&2; return 1; }
+}
+
+tf_apply() {
+  applied=1
+  if ! tf apply -auto-approve -input=false -no-color -state="$work/terraform.tfstate" "${tf_vars[@]}" >"$work/apply.log" 2>&1; then
+    grep -E '^(Error|│)' -A8 "$work/apply.log" | head -80 >&2 || tail -40 "$work/apply.log" >&2
+    return 1
+  fi
+  grep -E '^Apply complete' "$work/apply.log"
+  tf output -json -state="$work/terraform.tfstate" >"$work/outputs.json"
+}
+
+# start_runtime_api NAME: one `cargo lambda watch` per function (each serves one
+# runtime API and its invoke API on a free port); sets runtime_port and runtime_pid.
+start_runtime_api() {
+  local name="$1" log="$work/watch-$1.log"
+  runtime_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  # Only the Lambda runtime and invoke APIs: the e2e starts the zip's bootstrap itself.
+  setsid cargo lambda watch --only-lambda-apis -A 127.0.0.1 -P "$runtime_port" >"$log" 2>&1 &
+  runtime_pid=$!
+  for _ in $(seq 1 200); do
+    if grep -q 'starting Runtime server' "$log" 2>/dev/null \
+      && python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $runtime_port), 1)" 2>/dev/null; then
+      return 0
+    fi
+    if ! kill -0 "$runtime_pid" 2>/dev/null; then cat "$log" >&2; return 1; fi
+    sleep 0.1
+  done
+  echo "cargo lambda watch ($name) did not start; log:" >&2
+  cat "$log" >&2
+  return 1
+}
+
+e2e() {
+  local invoke_port ingest_port
+  start_runtime_api dedup-enrich || return 1
+  watch_pid=$runtime_pid invoke_port=$runtime_port
+  start_runtime_api ingest || return 1
+  ingest_watch_pid=$runtime_pid ingest_port=$runtime_port
+  "$VENV/bin/python" "$ROOT/tests/infra/emulator_e2e.py" --endpoint "$endpoint" --outputs "$work/outputs.json" \
+    --zip "$work/bootstrap.zip" --runtime-api "http://127.0.0.1:$invoke_port/.rt" --invoke-port "$invoke_port" \
+    --ingest-zip "$work/ingest.zip" --ingest-runtime-api "http://127.0.0.1:$ingest_port/.rt" --ingest-invoke-port "$ingest_port" \
+    --workdir "$work"
+}
+
+# A moto server of this run only: free port, log and pid in the work directory.
+start_own_moto() {
+  local port
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+  moto_pid=$!
+  endpoint="http://127.0.0.1:$port"
+  for _ in $(seq 1 100); do
+    if curl -fsS "$endpoint/moto-api/" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "moto did not start; log:" >&2
+  cat "$work/moto.log" >&2
+  exit 1
+}
+
+tf_destroy() {
+  local pid
+  for pid in "$watch_pid" "$ingest_watch_pid"; do
+    if [ -n "$pid" ]; then kill -- -"$pid" 2>/dev/null || true; fi
+  done
+  watch_pid="" ingest_watch_pid=""
+  if ! tf destroy -auto-approve -input=false -no-color -state="$work/terraform.tfstate" "${tf_vars[@]}" >"$work/destroy.log" 2>&1; then
+    destroyed=failed
+    grep -E '^(Error|│)' -A8 "$work/destroy.log" | head -80 >&2 || tail -40 "$work/destroy.log" >&2
+    return 1
+  fi
+  destroyed=1
+  grep -E '^Destroy complete' "$work/destroy.log"
+}
+
+if [ -n "${SIGHTLINE_AWS_ENDPOINT:-}" ]; then
+  endpoint="$SIGHTLINE_AWS_ENDPOINT"
+else
+  start_own_moto
+fi
+tf_vars=(-var "endpoint=$endpoint" -var "stage=$stage" -var "lambda_zip_path=$work/bootstrap.zip" -var "ingest_zip_path=$work/ingest.zip")
+log "moto at $endpoint; stage $stage; work directory $work"
+
+step "build dedup-enrich + ingest, zip" build_zip
+step "terraform init" tf_init
+step "terraform apply" tf_apply
+step "e2e" e2e
+if [ -z "${SIGHTLINE_KEEP_E2E:-}" ]; then
+  step "terraform destroy" tf_destroy
+fi
