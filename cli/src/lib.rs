@@ -2,5 +2,6 @@
 
 pub mod dashboard;
 pub mod generate;
+pub mod ingest_http;
 pub mod produce;
 pub mod report;

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use sightline::generate::{GenerateConfig, generate};
-use sightline::produce::{ProduceConfig, ProduceReport, produce};
+use sightline::ingest_http::{IngestHttp, IngestHttpError, Signing};
+use sightline::produce::{INGEST_CALL, ProduceConfig, ProduceReport, produce};
 use sightline::report::{dashboard_data, summary_table, thousands};
 use sightline_aws::kinesis::KinesisPutRecords;
 use sightline_aws::{AwsClients, ClientSettings};
@@ -46,11 +47,21 @@ enum Command {
         #[arg(long, default_value_t = 0.002)]
         unknown_location_rate: f64,
     },
-    /// Publish events to a Kinesis stream at a target rate (AWS credentials and
-    /// region from the environment; `AWS_ENDPOINT_URL` or --endpoint-url for an emulator).
+    /// Publish events to a Kinesis stream, or to the ingest front door's URL, at a
+    /// target rate (AWS credentials and region from the environment;
+    /// `AWS_ENDPOINT_URL` or --endpoint-url for an emulator).
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["stream", "url"])))]
     Produce {
+        /// The Kinesis stream to `PutRecords` to.
         #[arg(long)]
-        stream: String,
+        stream: Option<String>,
+        /// The front door's URL (the stack's `IngestUrl` output, ending in `/events`):
+        /// events are POSTed as NDJSON, 500 and 1 MiB at a time, signed with SigV4.
+        #[arg(long)]
+        url: Option<String>,
+        /// Do not sign requests to --url (a front door with another authorizer).
+        #[arg(long, requires = "url")]
+        no_sign: bool,
         /// NDJSON to send; without it, --events are generated with --seed.
         #[arg(long)]
         input: Option<PathBuf>,
@@ -127,7 +138,14 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sightline: {e}");
+            // The whole chain: "request failed: connection refused", not just the top.
+            let mut msg = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("sightline: {msg}");
             ExitCode::FAILURE
         }
     }
@@ -315,6 +333,8 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         }
         Command::Produce {
             stream,
+            url,
+            no_sign,
             input,
             events,
             seed,
@@ -354,33 +374,63 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let report = runtime.block_on(async {
+            let config = ProduceConfig {
+                rate,
+                duplicate_rate,
+                seed,
+                ..ProduceConfig::default()
+            };
+            let (report, target, rejected) = runtime.block_on(async {
                 let settings = ClientSettings::default();
                 let mut loader = sightline_aws::clients::config_loader(settings);
                 if let Some(url) = &endpoint_url {
                     loader = loader.endpoint_url(url);
                 }
-                let clients = AwsClients::from_config(&loader.load().await, settings);
-                let port = KinesisPutRecords::new(clients.kinesis, &stream);
-                let config = ProduceConfig {
-                    rate,
-                    duplicate_rate,
-                    seed,
-                    ..ProduceConfig::default()
-                };
+                let sdk = loader.load().await;
                 let mut last = Instant::now();
-                produce(&port, lines, &config, |r| {
+                let progress = |r: &ProduceReport| {
                     if last.elapsed().as_millis() >= 250 {
                         bar(r, total);
                         last = Instant::now();
                     }
-                })
-                .await
-            });
+                };
+                match (&stream, &url) {
+                    (_, Some(url)) => {
+                        let signing = if no_sign {
+                            Signing::None
+                        } else {
+                            Signing::SigV4 {
+                                credentials: sdk
+                                    .credentials_provider()
+                                    .ok_or(IngestHttpError::NoCredentialsProvider)?,
+                                region: sdk
+                                    .region()
+                                    .map_or_else(|| "us-east-1".to_string(), |r| r.to_string()),
+                            }
+                        };
+                        let port = IngestHttp::new(url, signing)?;
+                        let config = ProduceConfig {
+                            limits: INGEST_CALL,
+                            ..config
+                        };
+                        let report = produce(&port, lines, &config, progress).await;
+                        let rejected = Some((port.rejected(), port.first_rejection()));
+                        Ok::<_, IngestHttpError>((report, url.clone(), rejected))
+                    }
+                    (Some(stream), None) => {
+                        let clients = AwsClients::from_config(&sdk, settings);
+                        let port = KinesisPutRecords::new(clients.kinesis, stream);
+                        let report = produce(&port, lines, &config, progress).await;
+                        Ok((report, stream.clone(), None))
+                    }
+                    // clap requires one of them.
+                    (None, None) => Ok((ProduceReport::default(), String::new(), None)),
+                }
+            })?;
             bar(&report, total);
             eprintln!();
             println!(
-                "produced {} records ({} re-sends) to {stream} in {:.2?}: {:.0} ev/s achieved (target {rate:.0}); {} PutRecords calls, {} throttled answers, {} failed",
+                "produced {} records ({} re-sends) to {target} in {:.2?}: {:.0} ev/s achieved (target {rate:.0}); {} calls, {} throttled answers, {} failed",
                 report.sent,
                 report.resent,
                 report.elapsed,
@@ -389,8 +439,19 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 report.throttled,
                 report.failed
             );
+            if let Some((rejected, first)) = rejected {
+                println!(
+                    "the front door rejected {rejected} of them as invalid (never forwarded){}",
+                    first.map_or_else(String::new, |f| format!("; first: {f}"))
+                );
+            }
             if report.failed > 0 {
-                return Err(format!("{} records were not accepted", report.failed).into());
+                return Err(format!(
+                    "{} records were not accepted; last error: {}",
+                    report.failed,
+                    report.last_error.as_deref().unwrap_or("none reported")
+                )
+                .into());
             }
             Ok(())
         }

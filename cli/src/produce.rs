@@ -1,15 +1,45 @@
-//! `sightline produce`: publishes events to a Kinesis stream at a target rate,
-//! in `PutRecords` batches within the service limits, re-sending a share of
-//! them the way a retrying camera would.
+//! `sightline produce`: publishes events to a Kinesis stream (or the ingest
+//! front door, see [`crate::ingest_http`]) at a target rate, in calls within
+//! the target's limits, re-sending a share of them the way a retrying camera
+//! would.
 
 use std::time::{Duration, Instant};
 
 use sightline_aws::kinesis::{KINESIS_MAX_BYTES_PER_CALL, KINESIS_MAX_RECORDS_PER_CALL};
+use sightline_core::batch::chain;
 use sightline_core::delivery::send_resending_failures;
+use sightline_core::model::{INGEST_MAX_BODY_BYTES, INGEST_MAX_EVENTS};
 use sightline_core::packing::chunk_by_limits;
 use sightline_core::ports::StreamPort;
 use sightline_core::retry::{Retrier, RetryCounters, RetryPolicy};
 use sightline_core::time::{Deadline, SystemClock};
+
+/// What one call may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    /// Whether partition keys count towards `max_bytes` (they do for `PutRecords`).
+    pub keys_count: bool,
+    /// Bytes added per record (the newline of an NDJSON body).
+    pub per_record_overhead: usize,
+}
+
+/// `PutRecords`: 500 records and 5 MiB, partition keys included.
+pub const KINESIS_CALL: CallLimits = CallLimits {
+    max_records: KINESIS_MAX_RECORDS_PER_CALL,
+    max_bytes: KINESIS_MAX_BYTES_PER_CALL,
+    keys_count: true,
+    per_record_overhead: 0,
+};
+
+/// One POST to the front door: 500 events and 1 MiB of NDJSON.
+pub const INGEST_CALL: CallLimits = CallLimits {
+    max_records: INGEST_MAX_EVENTS,
+    max_bytes: INGEST_MAX_BODY_BYTES,
+    keys_count: false,
+    per_record_overhead: 1,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProduceConfig {
@@ -19,6 +49,7 @@ pub struct ProduceConfig {
     pub duplicate_rate: f64,
     pub seed: u64,
     pub retry: RetryPolicy,
+    pub limits: CallLimits,
 }
 
 impl Default for ProduceConfig {
@@ -31,6 +62,7 @@ impl Default for ProduceConfig {
                 max_attempts: 10,
                 ..RetryPolicy::default()
             },
+            limits: KINESIS_CALL,
         }
     }
 }
@@ -47,6 +79,8 @@ pub struct ProduceReport {
     pub calls: u64,
     pub elapsed: Duration,
     pub achieved_rate: f64,
+    /// Why the last refused records were refused, for the operator.
+    pub last_error: Option<String>,
 }
 
 /// The partition key: the event id when the line has one, so that re-sends of
@@ -58,12 +92,14 @@ pub fn partition_key(line: &[u8]) -> String {
         .map_or_else(|| format!("line-{}", line.len()), |id| id.to_string())
 }
 
-/// Splits `records` into calls within the `PutRecords` limits.
-pub fn batches(records: &[(String, Vec<u8>)]) -> Vec<std::ops::Range<usize>> {
+/// Splits `records` into calls within `limits`.
+pub fn batches(records: &[(String, Vec<u8>)], limits: CallLimits) -> Vec<std::ops::Range<usize>> {
     chunk_by_limits(
-        records.iter().map(|(pk, data)| pk.len() + data.len()),
-        KINESIS_MAX_RECORDS_PER_CALL,
-        KINESIS_MAX_BYTES_PER_CALL,
+        records.iter().map(|(pk, data)| {
+            data.len() + limits.per_record_overhead + if limits.keys_count { pk.len() } else { 0 }
+        }),
+        limits.max_records,
+        limits.max_bytes,
     )
 }
 
@@ -87,7 +123,7 @@ pub async fn produce<P: StreamPort>(
     let mut report = ProduceReport::default();
     let mut resends: Vec<(String, Vec<u8>)> = Vec::new();
     let mut lines = lines.into_iter().peekable();
-    let per_call = KINESIS_MAX_RECORDS_PER_CALL;
+    let per_call = config.limits.max_records;
     while lines.peek().is_some() || !resends.is_empty() {
         let mut records = std::mem::take(&mut resends);
         report.resent += records.len() as u64;
@@ -99,9 +135,9 @@ pub async fn produce<P: StreamPort>(
             }
             records.push((key, line));
         }
-        for call in batches(&records) {
+        for call in batches(&records, config.limits) {
             let part = &records[call];
-            let (accepted, _) = send_resending_failures(&retrier, part.len(), |idx| {
+            let (accepted, error) = send_resending_failures(&retrier, part.len(), |idx| {
                 let entries: Vec<(&str, &[u8])> = idx
                     .iter()
                     .map(|i| (part[*i].0.as_str(), part[*i].1.as_slice()))
@@ -113,6 +149,9 @@ pub async fn produce<P: StreamPort>(
             report.sent += ok;
             report.failed += part.len() as u64 - ok;
             report.calls += 1;
+            if let Some(e) = error {
+                report.last_error = Some(chain(&e).to_string());
+            }
             report.throttled = counters.throttled();
             report.elapsed = started.elapsed();
             report.achieved_rate = report.sent as f64 / report.elapsed.as_secs_f64().max(1e-9);
@@ -138,13 +177,36 @@ mod tests {
         let small: Vec<(String, Vec<u8>)> = (0..1_234)
             .map(|i| (i.to_string(), vec![b'x'; 100]))
             .collect();
-        assert_eq!(batches(&small), vec![0..500, 500..1_000, 1_000..1_234]);
+        assert_eq!(
+            batches(&small, KINESIS_CALL),
+            vec![0..500, 500..1_000, 1_000..1_234]
+        );
         let big: Vec<(String, Vec<u8>)> = (0..12)
             .map(|i| (i.to_string(), vec![b'x'; 1 << 20]))
             .collect();
-        for call in batches(&big) {
+        for call in batches(&big, KINESIS_CALL) {
             let bytes: usize = big[call].iter().map(|(k, d)| k.len() + d.len()).sum();
             assert!(bytes <= KINESIS_MAX_BYTES_PER_CALL);
+        }
+    }
+
+    #[test]
+    fn posts_to_the_front_door_stay_within_500_events_and_1_mib_of_ndjson() {
+        // 2,000 events of 1,000 bytes: 1 MiB of NDJSON holds 1,047 of them, so
+        // the 500-event limit binds first.
+        let events: Vec<(String, Vec<u8>)> = (0..2_000)
+            .map(|i| (i.to_string(), vec![b'x'; 1_000]))
+            .collect();
+        assert_eq!(batches(&events, INGEST_CALL).len(), 4);
+        // 600 events of 4,000 bytes: the byte limit binds (262 per call).
+        let big: Vec<(String, Vec<u8>)> = (0..600)
+            .map(|i| (i.to_string(), vec![b'x'; 4_000]))
+            .collect();
+        let calls = batches(&big, INGEST_CALL);
+        assert_eq!(calls.len(), 3);
+        for call in calls {
+            let body: usize = big[call].iter().map(|(_, d)| d.len() + 1).sum();
+            assert!(body <= INGEST_MAX_BODY_BYTES);
         }
     }
 

@@ -21,9 +21,9 @@ use sightline_core::time::Deadline;
 use sightline_core::{Clock, SystemClock};
 
 /// At most this many events per request (one `PutRecords` call).
-pub const MAX_EVENTS: usize = 500;
+pub const MAX_EVENTS: usize = sightline_core::model::INGEST_MAX_EVENTS;
 /// At most this many body bytes per request.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const MAX_BODY_BYTES: usize = sightline_core::model::INGEST_MAX_BODY_BYTES;
 /// What a throttled caller is told to wait, in seconds.
 pub const RETRY_AFTER_SECS: u32 = 1;
 

@@ -144,6 +144,12 @@ impl Serialize for OutputEvent<'_> {
     }
 }
 
+/// The ingest front door's request limits (API Gateway allows more; these keep
+/// one request within one `PutRecords` call and well inside Lambda's payload).
+pub const INGEST_MAX_EVENTS: usize = 500;
+/// See [`INGEST_MAX_EVENTS`].
+pub const INGEST_MAX_BODY_BYTES: usize = 1024 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,7 @@ use sightline_aws::{AwsClients, ClientSettings, clients::config_loader};
 use sightline_core::DatasetB;
 
 pub mod fault_proxy;
+pub mod local_api;
 
 pub const REGION: &str = "us-east-1";
 
