@@ -5,5 +5,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 ensure_venv
 endpoint="$("$ROOT/scripts/moto.sh" start)"
-trap '"$ROOT/scripts/moto.sh" stop' EXIT
+trap '"$ROOT/scripts/moto.sh" stop "$endpoint"' EXIT
 SIGHTLINE_AWS_ENDPOINT="$endpoint" cargo run --locked -q -p sightline-integration-tests --example moto_batch_wall_time

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# Starts or stops a local moto server on loopback.
-#   scripts/moto.sh start   -> prints the endpoint URL; state in $CACHE/moto.{pid,port}
-#   scripts/moto.sh stop
+# Starts or stops a local moto server on loopback. Each start is its own server on
+# a free port, so the test suite's moto and the lambda loop's never stop each other.
+#   scripts/moto.sh start            -> prints the endpoint URL; state in $CACHE/moto.<port>.{pid,log}
+#   scripts/moto.sh stop ENDPOINT    -> stops the server started for that endpoint
+#   scripts/moto.sh stop             -> stops every server this script started
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-state="$CACHE/moto"
 mkdir -p "$CACHE"
 
 start() {
   ensure_venv
-  stop >/dev/null 2>&1 || true
-  local port
+  local port state
   port="${MOTO_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
+  state="$CACHE/moto.$port"
   nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$state.log" 2>&1 &
   echo $! >"$state.pid"
-  echo "$port" >"$state.port"
   for _ in $(seq 1 100); do
     if curl -fsS "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then
       echo "http://127.0.0.1:$port"
@@ -27,15 +27,25 @@ start() {
   return 1
 }
 
+stop_pidfile() {
+  kill "$(cat "$1")" 2>/dev/null || true
+  rm -f "$1" "${1%.pid}.log"
+}
+
 stop() {
-  if [ -f "$state.pid" ]; then
-    kill "$(cat "$state.pid")" 2>/dev/null || true
-    rm -f "$state.pid" "$state.port"
+  local endpoint="${1:-}" f
+  if [ -n "$endpoint" ]; then
+    f="$CACHE/moto.${endpoint##*:}.pid"
+    if [ -f "$f" ]; then stop_pidfile "$f"; fi
+    return 0
   fi
+  for f in "$CACHE"/moto.*.pid; do
+    if [ -f "$f" ]; then stop_pidfile "$f"; fi
+  done
 }
 
 case "${1:-}" in
   start) start ;;
-  stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  stop) stop "${2:-}" ;;
+  *) echo "usage: $0 start | stop [ENDPOINT]" >&2; exit 2 ;;
 esac

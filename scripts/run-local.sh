@@ -11,9 +11,10 @@ ensure_venv
 port="${LAMBDA_INVOKE_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
 watch_log="$CACHE/lambda-watch.log"
 watch_pid=""
+endpoint=""
 cleanup() {
   if [ -n "$watch_pid" ]; then kill -- -"$watch_pid" 2>/dev/null || kill "$watch_pid" 2>/dev/null || true; fi
-  "$ROOT/scripts/moto.sh" stop
+  if [ -n "$endpoint" ]; then "$ROOT/scripts/moto.sh" stop "$endpoint"; fi
 }
 trap cleanup EXIT
 

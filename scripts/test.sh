@@ -25,7 +25,7 @@ fi
 
 log "starting moto"
 endpoint="$("$ROOT/scripts/moto.sh" start)"
-trap '"$ROOT/scripts/moto.sh" stop' EXIT
+trap '"$ROOT/scripts/moto.sh" stop "$endpoint"' EXIT
 export SIGHTLINE_AWS_ENDPOINT="$endpoint"
 log "moto at $endpoint"
 

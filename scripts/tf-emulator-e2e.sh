@@ -14,9 +14,7 @@
 #      the ingest zip's bootstrap (a second runtime API) into the stream;
 #   4. terraform destroy.
 # Uses the moto at $SIGHTLINE_AWS_ENDPOINT when set (scripts/test.sh), otherwise
-# starts its own on a free port and stops it (not scripts/moto.sh: that one keeps a
-# single pid file in the cache and stops whatever moto it names first, which would
-# kill the server of a scripts/test.sh running at the same time).
+# starts its own on a free port, with its log in the work directory, and stops it.
 # Needs cargo, python3 and terraform.
 # SIGHTLINE_KEEP_E2E=1 keeps the work directory (state, logs, events) and skips destroy.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
