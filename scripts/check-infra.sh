@@ -30,7 +30,6 @@ cd "$ROOT"
 CACHE="${SIGHTLINE_CACHE:-$HOME/.cache/sightline}"
 VENV="${SIGHTLINE_INFRA_VENV:-${SIGHTLINE_VENV:-$CACHE/venv}-infra}"
 TF_ROOTS=("infra/examples/complete" "infra/examples/emulator")
-TF_DATA_ROOT="$CACHE/terraform"
 started=$SECONDS
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -90,47 +89,12 @@ ensure_venv() {
 }
 
 # ------------------------------------------------------------------ Terraform
-# The registry may be unreachable; terraform init then needs a local provider mirror.
-# It is found (and the answer cached) by searching for the AWS provider binary and
-# taking the directory that holds registry.terraform.io/. SIGHTLINE_TF_PLUGIN_DIR
-# overrides; with no mirror at all, init falls back to the registry.
-find_plugin_dir() {
-  local cached="$CACHE/tf-plugin-dir" bin dir
-  if [ -n "${SIGHTLINE_TF_PLUGIN_DIR:-}" ]; then
-    echo "$SIGHTLINE_TF_PLUGIN_DIR"
-    return
-  fi
-  if [ -f "$cached" ] && [ -d "$(cat "$cached")/registry.terraform.io" ]; then
-    cat "$cached"
-    return
-  fi
-  bin="$(find / \( -path /proc -o -path /sys -o -path /dev -o -path "$TF_DATA_ROOT" -o -name .terraform \) -prune \
-    -o -name 'terraform-provider-aws*' -path '*/registry.terraform.io/*' -print 2>/dev/null | head -n 1 || true)"
-  if [ -n "$bin" ]; then
-    dir="${bin%%/registry.terraform.io/*}"
-    mkdir -p "$CACHE"
-    echo "$dir" >"$cached"
-    echo "$dir"
-  fi
-}
-
-# tf [ROOT] ARGS...: terraform with TF_DATA_DIR under the cache, one per example root
-# (infra/examples/complete -> examples-complete).
-tf() {
-  local data="examples-complete"
-  case "${1:-}" in infra/examples/*) data="examples-${1#infra/examples/}"; set -- -chdir="$1" "${@:2}" ;; esac
-  # A TF_CLI_CONFIG_FILE pointing at a missing file only prints warnings.
-  if [ -n "${TF_CLI_CONFIG_FILE:-}" ] && [ ! -f "$TF_CLI_CONFIG_FILE" ]; then
-    env -u TF_CLI_CONFIG_FILE TF_DATA_DIR="$TF_DATA_ROOT/$data" TF_IN_AUTOMATION=1 terraform "$@"
-  else
-    TF_DATA_DIR="$TF_DATA_ROOT/$data" TF_IN_AUTOMATION=1 terraform "$@"
-  fi
-}
+# find_plugin_dir, tf ROOT ARGS..., tf_init ROOT ARGS...
+source "$ROOT/scripts/terraform-lib.sh"
 
 terraform_init_validate() {
   local plugin_dir root
   plugin_dir="$(find_plugin_dir)"
-  mkdir -p "$TF_DATA_ROOT"
   if [ -n "$plugin_dir" ]; then
     echo "provider mirror: $plugin_dir"
   else
@@ -138,11 +102,7 @@ terraform_init_validate() {
   fi
   for root in "${TF_ROOTS[@]}"; do
     echo "$root:"
-    if [ -n "$plugin_dir" ]; then
-      tf "$root" init -backend=false -input=false -upgrade -plugin-dir="$plugin_dir" >/dev/null || return 1
-    else
-      tf "$root" init -backend=false -input=false -upgrade >/dev/null || return 1
-    fi
+    tf_init "$root" -upgrade >/dev/null || return 1
     tf "$root" validate -no-color || return 1
   done
 }
@@ -166,7 +126,7 @@ stage="checks"
 run "cfn-lint" cfn-lint template.yaml
 run "sam validate --lint" sam_env sam validate --lint --template-file template.yaml
 run "sam validate" sam_env sam validate --template-file template.yaml
-run "terraform fmt" tf fmt -check -recursive -diff infra
+run "terraform fmt" tf . fmt -check -recursive -diff infra
 run "terraform validate" terraform_init_validate
 run "checkov template.yaml" checkov_run --framework cloudformation -f template.yaml
 run "checkov infra/" checkov_run --framework terraform -d infra

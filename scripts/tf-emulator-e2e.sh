@@ -14,7 +14,7 @@
 #      the ingest zip's bootstrap (a second runtime API) into the stream;
 #   4. terraform destroy.
 # Uses the moto at $SIGHTLINE_AWS_ENDPOINT when set (scripts/test.sh), otherwise
-# starts its own on a free port, with its log in the work directory, and stops it.
+# starts its own with scripts/moto.sh and stops it.
 # Needs cargo, python3 and terraform.
 # SIGHTLINE_KEEP_E2E=1 keeps the work directory (state, logs, events) and skips destroy.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -24,7 +24,7 @@ command -v terraform >/dev/null || { echo "terraform is not on PATH" >&2; exit 1
 
 started=$SECONDS
 TF_DIR="infra/examples/emulator"
-TF_DATA_ROOT="$CACHE/terraform"
+source "$ROOT/scripts/terraform-lib.sh"
 work="$(mktemp -d "${TMPDIR:-/tmp}/sightline-tf-e2e.XXXXXX")"
 # Unique per run (the module allows [a-z][a-z0-9]{0,11}): runs sharing one moto do not collide.
 stage="e2e$(printf '%05x' $(( ($(date +%s) * 100 + RANDOM % 100) % 1048576 )))"
@@ -33,15 +33,9 @@ ingest_watch_pid=""
 tf_vars=()
 applied=""
 destroyed=""
-moto_pid=""
+moto_started=""
 timings=()
 
-tf() {
-  # A TF_CLI_CONFIG_FILE pointing at a missing file only prints warnings.
-  local unset_cfg=()
-  if [ -n "${TF_CLI_CONFIG_FILE:-}" ] && [ ! -f "$TF_CLI_CONFIG_FILE" ]; then unset_cfg=(-u TF_CLI_CONFIG_FILE); fi
-  env "${unset_cfg[@]}" TF_DATA_DIR="$TF_DATA_ROOT/examples-emulator" TF_IN_AUTOMATION=1 terraform -chdir="$TF_DIR" "$@"
-}
 
 
 cleanup() {
@@ -52,10 +46,10 @@ cleanup() {
   done
   if [ -n "$applied" ] && [ -z "$destroyed" ] && [ -z "${SIGHTLINE_KEEP_E2E:-}" ]; then
     log "cleanup: terraform destroy (stage $stage)"
-    tf destroy -auto-approve -input=false -no-color -state="$work/terraform.tfstate" "${tf_vars[@]}" >"$work/destroy.log" 2>&1 \
+    tf "$TF_DIR" destroy -auto-approve -input=false -no-color -state="$work/terraform.tfstate" "${tf_vars[@]}" >"$work/destroy.log" 2>&1 \
       || { echo "destroy failed; log: $work/destroy.log" >&2; rc=1; }
   fi
-  if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; fi
+  if [ -n "$moto_started" ]; then "$ROOT/scripts/moto.sh" stop "$endpoint"; fi
   if [ -n "${SIGHTLINE_KEEP_E2E:-}" ] || [ "$rc" -ne 0 ]; then
     echo "work directory kept: $work" >&2
   else
@@ -79,19 +73,6 @@ step() {
   log "$name: $((SECONDS - t0))s"
 }
 
-# Same search as scripts/check-infra.sh (and the same cache file).
-find_plugin_dir() {
-  local cached="$CACHE/tf-plugin-dir" bin
-  if [ -n "${SIGHTLINE_TF_PLUGIN_DIR:-}" ]; then echo "$SIGHTLINE_TF_PLUGIN_DIR"; return; fi
-  if [ -f "$cached" ] && [ -d "$(cat "$cached")/registry.terraform.io" ]; then cat "$cached"; return; fi
-  bin="$(find / \( -path /proc -o -path /sys -o -path /dev -o -path "$TF_DATA_ROOT" -o -name .terraform \) -prune \
-    -o -name 'terraform-provider-aws*' -path '*/registry.terraform.io/*' -print 2>/dev/null | head -n 1 || true)"
-  if [ -n "$bin" ]; then
-    mkdir -p "$CACHE"
-    echo "${bin%%/registry.terraform.io/*}" | tee "$cached"
-  fi
-}
-
 # Every command ends in `|| return 1`: step runs this inside `if`, where set -e is off.
 build_zip() {
   cargo build --locked -p dedup-enrich -p ingest || return 1
@@ -110,25 +91,18 @@ PY
   echo "bootstrap.zip (dedup-enrich): $(stat -c %s "$work/bootstrap.zip") bytes; ingest.zip: $(stat -c %s "$work/ingest.zip") bytes"
 }
 
-tf_init() {
-  local plugin_dir
-  plugin_dir="$(find_plugin_dir)"
-  mkdir -p "$TF_DATA_ROOT"
-  if [ -n "$plugin_dir" ]; then
-    tf init -backend=false -input=false -plugin-dir="$plugin_dir" >"$work/init.log" 2>&1
-  else
-    tf init -backend=false -input=false >"$work/init.log" 2>&1
-  fi || { cat "$work/init.log" >&2; return 1; }
+init_root() {
+  tf_init "$TF_DIR" >"$work/init.log" 2>&1 || { cat "$work/init.log" >&2; return 1; }
 }
 
 tf_apply() {
   applied=1
-  if ! tf apply -auto-approve -input=false -no-color -state="$work/terraform.tfstate" "${tf_vars[@]}" >"$work/apply.log" 2>&1; then
+  if ! tf "$TF_DIR" apply -auto-approve -input=false -no-color -state="$work/terraform.tfstate" "${tf_vars[@]}" >"$work/apply.log" 2>&1; then
     grep -E '^(Error|│)' -A8 "$work/apply.log" | head -80 >&2 || tail -40 "$work/apply.log" >&2
     return 1
   fi
   grep -E '^Apply complete' "$work/apply.log"
-  tf output -json -state="$work/terraform.tfstate" >"$work/outputs.json"
+  tf "$TF_DIR" output -json -state="$work/terraform.tfstate" >"$work/outputs.json"
 }
 
 # start_runtime_api NAME: one `cargo lambda watch` per function (each serves one
@@ -164,29 +138,13 @@ e2e() {
     --workdir "$work"
 }
 
-# A moto server of this run only: free port, log and pid in the work directory.
-start_own_moto() {
-  local port
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
-  moto_pid=$!
-  endpoint="http://127.0.0.1:$port"
-  for _ in $(seq 1 100); do
-    if curl -fsS "$endpoint/moto-api/" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  echo "moto did not start; log:" >&2
-  cat "$work/moto.log" >&2
-  exit 1
-}
-
 tf_destroy() {
   local pid
   for pid in "$watch_pid" "$ingest_watch_pid"; do
     if [ -n "$pid" ]; then kill -- -"$pid" 2>/dev/null || true; fi
   done
   watch_pid="" ingest_watch_pid=""
-  if ! tf destroy -auto-approve -input=false -no-color -state="$work/terraform.tfstate" "${tf_vars[@]}" >"$work/destroy.log" 2>&1; then
+  if ! tf "$TF_DIR" destroy -auto-approve -input=false -no-color -state="$work/terraform.tfstate" "${tf_vars[@]}" >"$work/destroy.log" 2>&1; then
     destroyed=failed
     grep -E '^(Error|│)' -A8 "$work/destroy.log" | head -80 >&2 || tail -40 "$work/destroy.log" >&2
     return 1
@@ -198,13 +156,14 @@ tf_destroy() {
 if [ -n "${SIGHTLINE_AWS_ENDPOINT:-}" ]; then
   endpoint="$SIGHTLINE_AWS_ENDPOINT"
 else
-  start_own_moto
+  endpoint="$("$ROOT/scripts/moto.sh" start)"
+  moto_started=1
 fi
 tf_vars=(-var "endpoint=$endpoint" -var "stage=$stage" -var "lambda_zip_path=$work/bootstrap.zip" -var "ingest_zip_path=$work/ingest.zip")
 log "moto at $endpoint; stage $stage; work directory $work"
 
 step "build dedup-enrich + ingest, zip" build_zip
-step "terraform init" tf_init
+step "terraform init" init_root
 step "terraform apply" tf_apply
 step "e2e" e2e
 if [ -z "${SIGHTLINE_KEEP_E2E:-}" ]; then

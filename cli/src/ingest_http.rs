@@ -232,21 +232,19 @@ impl StreamPort for IngestHttp {
             body.push(b'\n');
         }
         let (status, bytes) = self.post(body).await?;
+        let unexpected = |status: u16| IngestHttpError::Status {
+            status,
+            body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+        };
         // 200/207/422 answer every event; 503 answers which ones Kinesis throttled.
         if !matches!(status.as_u16(), 200 | 207 | 422 | 503) {
-            return Err(IngestHttpError::Status {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
-            });
+            return Err(unexpected(status.as_u16()));
         }
         let answer: Answer = match serde_json::from_slice(&bytes) {
             Ok(a) => a,
             Err(_) if status == StatusCode::SERVICE_UNAVAILABLE => {
                 // A 503 without per-event results (the gateway's own): retry all.
-                return Err(IngestHttpError::Status {
-                    status: 503,
-                    body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
-                });
+                return Err(unexpected(503));
             }
             Err(e) => return Err(IngestHttpError::Answer(e)),
         };

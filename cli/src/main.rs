@@ -139,13 +139,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The whole chain: "request failed: connection refused", not just the top.
-            let mut msg = e.to_string();
-            let mut source = e.source();
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            eprintln!("sightline: {msg}");
+            eprintln!("sightline: {}", sightline_core::batch::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

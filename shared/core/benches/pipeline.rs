@@ -6,11 +6,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use md5::Digest;
 use sightline_core::decode::decode_and_enrich;
 use sightline_core::delivery::PackedSink;
 use sightline_core::fakes::{ManualClock, MemoryFirehose, MemoryQuarantine, MemoryStore};
-use sightline_core::kpl::{KPL_MAGIC, deaggregate};
+use sightline_core::kpl::deaggregate;
+use sightline_core::kpl::testing::{len_field, varint, wrap};
 use sightline_core::packing::PackConfig;
 use sightline_core::{DatasetB, Deadline, InputRecord, Pipeline, PipelineConfig};
 
@@ -76,20 +76,6 @@ fn per_record(c: &mut Criterion) {
     g.finish();
 }
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn len_field(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
-    varint(field << 3 | 2, out);
-    varint(bytes.len() as u64, out);
-    out.extend_from_slice(bytes);
-}
-
 /// Packs records' payloads into one KPL aggregate (8 partition keys), as the KPL would.
 fn kpl_aggregate(payloads: &[InputRecord], sequence: usize) -> InputRecord {
     let mut proto = Vec::new();
@@ -102,9 +88,7 @@ fn kpl_aggregate(payloads: &[InputRecord], sequence: usize) -> InputRecord {
         len_field(3, &r.data, &mut m);
         len_field(3, &m, &mut proto);
     }
-    let mut data = KPL_MAGIC.to_vec();
-    data.extend_from_slice(&proto);
-    data.extend_from_slice(&md5::Md5::digest(&proto));
+    let data = wrap(&proto);
     InputRecord {
         shard_id: "shardId-000000000003".into(),
         sequence_number: format!("4966{sequence:052}"),

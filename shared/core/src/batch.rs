@@ -292,7 +292,7 @@ where
                 let r = records[u.rec];
                 match u.sub {
                     None => r.owner(),
-                    Some(k) => format!("{}/{}/{k}", r.shard_id, r.sequence_number),
+                    Some(k) => r.user_record_owner(k),
                 }
             })
             .collect();

@@ -439,11 +439,14 @@ impl<'a> Reader<'a> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Protobuf writing, for building aggregates in tests and benches (the pipeline
+/// itself only reads them).
+#[cfg(any(test, feature = "fakes"))]
+pub mod testing {
+    use super::{KPL_MAGIC, Md5};
+    use md5::Digest;
 
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
+    pub fn varint(mut v: u64, out: &mut Vec<u8>) {
         while v >= 0x80 {
             out.push((v as u8) | 0x80);
             v >>= 7;
@@ -451,18 +454,26 @@ mod tests {
         out.push(v as u8);
     }
 
-    fn field_bytes(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
+    /// A length-delimited field (wire type 2).
+    pub fn len_field(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
         varint(field << 3 | 2, out);
         varint(bytes.len() as u64, out);
         out.extend_from_slice(bytes);
     }
 
-    fn wrap(proto: &[u8]) -> Vec<u8> {
+    /// Magic + `proto` + a correct MD5.
+    pub fn wrap(proto: &[u8]) -> Vec<u8> {
         let mut out = KPL_MAGIC.to_vec();
         out.extend_from_slice(proto);
         out.extend_from_slice(&Md5::digest(proto));
         out
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{len_field as field_bytes, varint, wrap};
+    use super::*;
 
     fn record(pk: u64, data: &[u8]) -> Vec<u8> {
         let mut r = vec![0x08];

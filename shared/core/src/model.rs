@@ -22,6 +22,11 @@ impl InputRecord {
     pub fn owner(&self) -> String {
         format!("{}/{}", self.shard_id, self.sequence_number)
     }
+
+    /// The claim owner of user record `index` of a KPL aggregate in this record.
+    pub fn user_record_owner(&self, index: u32) -> String {
+        format!("{}/{}/{index}", self.shard_id, self.sequence_number)
+    }
 }
 
 /// A validated Dataset A event. `item_name` borrows from the record when it has no escapes.

@@ -11,12 +11,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
-use md5::{Digest, Md5};
 use proptest::prelude::*;
 use sightline_core::delivery::{EntryFailure, PackedSink, RecordBatchPort};
 use sightline_core::fakes::{
     FakeError, Faults, ManualClock, MemoryFirehose, MemoryQuarantine, MemoryStore,
 };
+use sightline_core::kpl::testing::{len_field, varint, wrap};
 use sightline_core::kpl::{
     self, CODE_CORRUPT, KPL_MAGIC, KplError, MAX_USER_RECORDS_PER_AGGREGATE, UserRecord,
 };
@@ -138,14 +138,6 @@ fn proto_of(agg: &[u8]) -> &[u8] {
     &agg[KPL_MAGIC.len()..agg.len() - kpl::MD5_LEN]
 }
 
-/// Magic + `proto` + a correct MD5.
-fn wrap(proto: &[u8]) -> Vec<u8> {
-    let mut out = KPL_MAGIC.to_vec();
-    out.extend_from_slice(proto);
-    out.extend_from_slice(&Md5::digest(proto));
-    out
-}
-
 #[test]
 fn corrupt_aggregates_are_refused_with_readable_reasons() {
     let good = fixture("events-100.bin");
@@ -192,20 +184,6 @@ struct Rec {
     pk: String,
     ehk: Option<String>,
     data: Vec<u8>,
-}
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn len_field(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
-    varint(field << 3 | 2, out);
-    varint(bytes.len() as u64, out);
-    out.extend_from_slice(bytes);
 }
 
 fn index_of(table: &mut Vec<String>, key: &str) -> u64 {
