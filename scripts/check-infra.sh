@@ -2,9 +2,11 @@
 # Offline checks of the deployment definitions (template.yaml and infra/), no AWS
 # account needed:
 #   cfn-lint, sam validate (--lint and plain), terraform fmt, terraform init (local
-#   provider mirror) + validate of both example roots, checkov on both definitions,
-#   pytest tests/infra (both definitions agree with infra/schema.json; the Athena SQL
-#   parses as Trino), and scripts/tf-emulator-e2e.sh (terraform apply of
+#   provider mirror) + validate of both example roots, terraform test of the module
+#   (plan-time refusals with a mocked provider), checkov on both definitions, pytest
+#   tests/infra (both definitions agree with infra/schema.json and with each other, the
+#   deploy-day checks, no deprecated provider attributes; the Athena SQL parses as
+#   Trino), and scripts/tf-emulator-e2e.sh (terraform apply of
 #   infra/examples/emulator to a moto server, the pipeline end to end against what it
 #   created, terraform destroy). That last step uses the moto at
 #   $SIGHTLINE_AWS_ENDPOINT (scripts/test.sh exports it) or starts its own.
@@ -17,6 +19,8 @@
 # checkov pin boto3, networkx and others to versions that differ from what moto in
 # requirements-dev.txt resolves to, and sharing one venv would make either set
 # silently change the other. Override with SIGHTLINE_INFRA_VENV.
+# `scripts/check-infra.sh --ensure-venv` only installs that venv and prints its path
+# (scripts/sam-build-check.sh takes the SAM CLI from it).
 #
 # Speed: the venv is reinstalled only when requirements-infra.txt or the constraints
 # change (a stamp file records what was installed), so a warm run does no pip work.
@@ -30,6 +34,7 @@ cd "$ROOT"
 CACHE="${SIGHTLINE_CACHE:-$HOME/.cache/sightline}"
 VENV="${SIGHTLINE_INFRA_VENV:-${SIGHTLINE_VENV:-$CACHE/venv}-infra}"
 TF_ROOTS=("infra/examples/complete" "infra/examples/emulator")
+TF_MODULE="infra/modules/sightline"
 started=$SECONDS
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -105,6 +110,15 @@ terraform_init_validate() {
     tf_init "$root" -upgrade >/dev/null || return 1
     tf "$root" validate -no-color || return 1
   done
+  # The provider's schema, for pytest's check that no attribute in use is deprecated.
+  tf "${TF_ROOTS[0]}" providers schema -json >"$TF_PROVIDER_SCHEMA" || return 1
+}
+
+# The module's own plan-time checks (infra/modules/sightline/tests/*.tftest.hcl): each
+# refused setting is planned against a mocked provider and must fail its validation.
+terraform_test_module() {
+  tf_init "$TF_MODULE" -upgrade >/dev/null || return 1
+  tf "$TF_MODULE" test -no-color
 }
 
 # sam needs a region; the dummy credentials are never used (validation is local).
@@ -118,9 +132,17 @@ checkov_run() {
 }
 
 # ------------------------------------------------------------------ the checks
+if [ "${1:-}" = "--ensure-venv" ]; then
+  ensure_venv
+  trap - EXIT
+  echo "$VENV"
+  exit 0
+fi
 command -v terraform >/dev/null || { echo "terraform is not on PATH (needed for fmt and validate)" >&2; exit 1; }
 ensure_venv
 export PATH="$VENV/bin:$PATH"
+TF_PROVIDER_SCHEMA="$TF_DATA_ROOT/aws-provider-schema.json"
+export SIGHTLINE_TF_PROVIDER_SCHEMA="$TF_PROVIDER_SCHEMA"
 stage="checks"
 
 run "cfn-lint" cfn-lint template.yaml
@@ -128,8 +150,10 @@ run "sam validate --lint" sam_env sam validate --lint --template-file template.y
 run "sam validate" sam_env sam validate --template-file template.yaml
 run "terraform fmt" tf . fmt -check -recursive -diff infra
 run "terraform validate" terraform_init_validate
+run "terraform test (module plan checks)" terraform_test_module
 run "checkov template.yaml" checkov_run --framework cloudformation -f template.yaml
-run "checkov infra/" checkov_run --framework terraform -d infra
+# terraform test files are HCL that checkov cannot parse; they hold no resources.
+run "checkov infra/" checkov_run --framework terraform -d infra --skip-path '\.tftest\.hcl$'
 run "pytest tests/infra" python -m pytest tests/infra -q -p no:cacheprovider
 run "terraform apply to moto + e2e + destroy" "$ROOT/scripts/tf-emulator-e2e.sh"
 

@@ -7,7 +7,8 @@ CACHE="${SIGHTLINE_CACHE:-$HOME/.cache/sightline}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 VENV="${SIGHTLINE_VENV:-$CACHE/venv}"
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Each line carries the seconds since the script started, so a slow phase shows in CI logs.
+log() { printf '\033[1m==> [%dm%02ds] %s\033[0m\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
 
 # Creates the venv and installs pinned Python tools (moto, cargo-lambda) once;
 # reruns are a quick no-op unless requirements-dev.txt changes.

@@ -13,7 +13,7 @@ start() {
   local port state
   port="${MOTO_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
   state="$CACHE/moto.$port"
-  nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$state.log" 2>&1 &
+  nohup "$VENV/bin/python" "$ROOT/scripts/moto_server.py" -H 127.0.0.1 -p "$port" >"$state.log" 2>&1 &
   echo $! >"$state.pid"
   for _ in $(seq 1 100); do
     if curl -fsS "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then

@@ -1,6 +1,8 @@
 //! `lake/dashboard.html`: one self-contained page (inline CSS and SVG, no script,
 //! no network) that mirrors the QuickSight dashboard. Its data comes from the same
-//! SQL `infra/athena/dashboard/` ships for Athena (see `report::dashboard_data`).
+//! SQL `infra/athena/dashboard/` ships for Athena, over `events_dashboard` (hourly
+//! rollups for closed hours, the deduplicated view for open ones), the way QuickSight
+//! reads it (see `report::dashboard_data`).
 //!
 //! Every chart is an `<svg>` with an `id` and a `data-chart` name, so the browser
 //! test can find it in the rendered DOM.
@@ -44,6 +46,44 @@ pub struct DoublesRow {
     pub doubles_removed: i64,
 }
 
+/// One row of `freshness.sql`: one source of `events_dashboard`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FreshnessRow {
+    /// `rollup` (closed hours, from `events_hourly`) or `live` (open hours).
+    pub source: String,
+    pub hours: i64,
+    /// `YYYY-MM-DDTHH`.
+    pub first_hour: String,
+    pub last_hour: String,
+    pub newest_detected_ms: i64,
+}
+
+/// How fresh the page is: what each source covers, and when the queries ran.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Freshness {
+    pub sources: Vec<FreshnessRow>,
+    /// When the dashboard queries started (epoch ms).
+    pub queried_at_ms: i64,
+    /// How long the dashboard queries took.
+    pub query_ms: u64,
+}
+
+impl Freshness {
+    /// The newest `timestamp_detected` on the page.
+    pub fn newest_ms(&self) -> Option<i64> {
+        self.sources.iter().map(|s| s.newest_detected_ms).max()
+    }
+
+    /// How old the newest detection was when the queries ran.
+    pub fn age_ms(&self) -> Option<i64> {
+        self.newest_ms().map(|n| self.queried_at_ms - n)
+    }
+
+    fn source(&self, name: &str) -> Option<&FreshnessRow> {
+        self.sources.iter().find(|s| s.source == name)
+    }
+}
+
 /// The function's own counts (in AWS: its EMF metrics), since duplicates and
 /// quarantined records never reach the lake.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -66,6 +106,7 @@ pub struct Dashboard {
     pub top_locations: Vec<TopLocationRow>,
     pub doubles_removed: Vec<DoublesRow>,
     pub rates: Rates,
+    pub freshness: Freshness,
 }
 
 /// Locations drawn as lines in "detections over time" (the busiest ones).
@@ -119,16 +160,17 @@ pub fn render(d: &Dashboard) -> String {
 <header>
 <h1>{title}</h1>
 <p class="meta">Generated {generated} &middot; {note}</p>
-</header>
+{freshness}</header>
 "#,
         generated = escape(&d.generated_at),
         note = escape(&d.source_note),
+        freshness = freshness_note(&d.freshness),
     );
     kpis(&mut html, d);
     section(
         &mut html,
         "Detections over time",
-        "Detections per hour (UTC) from the deduplicated view: all locations, then the busiest ones.",
+        "Detections per hour (UTC) from the dashboard view (hourly rollups, and the deduplicated view for open hours): all locations, then the busiest ones.",
         &time_series(&d.hourly),
     );
     section(
@@ -146,7 +188,7 @@ pub fn render(d: &Dashboard) -> String {
     section(
         &mut html,
         "Locations with the most detections",
-        "Detections and distinct cameras per location, from the deduplicated view.",
+        "Detections and distinct cameras per location, from the dashboard view.",
         &top_locations(&d.top_locations),
     );
     html.push_str("</body>\n</html>\n");
@@ -203,6 +245,13 @@ fn kpis(html: &mut String, d: &Dashboard) {
         ),
         ("unknown locations", thousands(r.unknown_locations)),
         ("locations with detections", thousands(locations as u64)),
+        (
+            "newest detection, age",
+            d.freshness.age_ms().map_or_else(
+                || "-".to_string(),
+                |ms| format!("{:.1} s", ms as f64 / 1000.0),
+            ),
+        ),
     ];
     html.push_str("<div class=\"kpis\" id=\"kpis\">\n");
     for (label, value) in tiles {
@@ -214,6 +263,32 @@ fn kpis(html: &mut String, d: &Dashboard) {
         );
     }
     html.push_str("</div>\n");
+}
+
+/// Which hours come from the rollups and which are live, and the newest detection.
+fn freshness_note(f: &Freshness) -> String {
+    let Some(newest) = f.newest_ms() else {
+        return String::new();
+    };
+    let mut note = format!(
+        "Newest detection shown: {}, {:.1} s before the dashboard queries ran (they took {:.1} s).",
+        sightline_core::quarantine::iso8601(newest),
+        f.age_ms().unwrap_or_default() as f64 / 1000.0,
+        f.query_ms as f64 / 1000.0
+    );
+    for (name, what) in [
+        ("rollup", "from the hourly rollups (events_hourly)"),
+        ("live", "live from the deduplicated view"),
+    ] {
+        if let Some(s) = f.source(name) {
+            let _ = write!(
+                note,
+                " {} h {} ({} to {}).",
+                s.hours, what, s.first_hour, s.last_hour
+            );
+        }
+    }
+    format!("<p class=\"meta\" id=\"freshness\">{}</p>\n", escape(&note))
 }
 
 fn empty(what: &str) -> String {
@@ -644,6 +719,26 @@ mod tests {
                 quarantined_by_reason: vec![("invalid_json".into(), 2)],
                 unknown_locations: 1,
             },
+            freshness: Freshness {
+                sources: vec![
+                    FreshnessRow {
+                        source: "live".into(),
+                        hours: 2,
+                        first_hour: "2026-11-23T10".into(),
+                        last_hour: "2026-11-23T11".into(),
+                        newest_detected_ms: 1_795_000_000_000,
+                    },
+                    FreshnessRow {
+                        source: "rollup".into(),
+                        hours: 20,
+                        first_hour: "2026-11-22T14".into(),
+                        last_hour: "2026-11-23T09".into(),
+                        newest_detected_ms: 1_794_990_000_000,
+                    },
+                ],
+                queried_at_ms: 1_795_000_012_500,
+                query_ms: 900,
+            },
         }
     }
 
@@ -662,6 +757,19 @@ mod tests {
         }
         assert!(html.contains("Top items"));
         assert!(html.contains("Detections over time"));
+    }
+
+    #[test]
+    fn the_page_says_which_hours_are_rolled_up_and_how_old_the_newest_detection_is() {
+        let html = render(&sample());
+        assert!(html.contains("id=\"freshness\""));
+        assert!(html.contains("12.5 s before the dashboard queries ran"));
+        assert!(html.contains(
+            "20 h from the hourly rollups (events_hourly) (2026-11-22T14 to 2026-11-23T09)"
+        ));
+        assert!(html.contains("2 h live from the deduplicated view"));
+        assert!(html.contains(">12.5 s<"), "the age KPI");
+        assert!(!render(&Dashboard::default()).contains("id=\"freshness\""));
     }
 
     #[test]

@@ -124,6 +124,14 @@ pub const ITEMS: [&str; 100] = [
 /// Zipf exponent: a few items dominate, a long tail stays rare.
 pub const ZIPF_S: f64 = 1.1;
 
+/// `window_ms` before now, on the hour: generated traffic that ends about now,
+/// so it passes the decoder's age rule (`too_old`) wherever it is sent.
+pub fn recent_start(window_ms: i64) -> i64 {
+    use sightline_core::Clock;
+    let now = sightline_core::SystemClock.now_ms();
+    (now - window_ms).div_euclid(3_600_000) * 3_600_000
+}
+
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateConfig {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use sightline::generate::{GenerateConfig, generate};
 use sightline::ingest_http::{IngestHttp, IngestHttpError, Signing};
 use sightline::produce::{INGEST_CALL, ProduceConfig, ProduceReport, produce};
+use sightline::replay;
 use sightline::report::{dashboard_data, summary_table, thousands};
 use sightline_aws::kinesis::KinesisPutRecords;
 use sightline_aws::{AwsClients, ClientSettings};
@@ -34,9 +35,11 @@ enum Command {
         events: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// First timestamp, epoch milliseconds.
-        #[arg(long, default_value_t = GenerateConfig::default().start_ms)]
-        start_ms: i64,
+        /// First timestamp, epoch milliseconds (default: --window-hours before now,
+        /// on the hour, so the traffic is recent: the function quarantines events
+        /// more than 7 days older than their arrival). Give it for byte-identical output.
+        #[arg(long)]
+        start_ms: Option<i64>,
         #[arg(long, default_value_t = 24)]
         window_hours: i64,
         /// Share of lines that are re-sends of an earlier event.
@@ -99,6 +102,33 @@ enum Command {
         #[command(flatten)]
         local: LocalArgs,
     },
+    /// Put a range the event source mapping gave up on back into the stream:
+    /// releases the claims it still holds (unless delivered) and re-puts the
+    /// records that need it. Reads an on-failure record from a file, or every
+    /// message of the on-failure SQS queue (deleted once replayed).
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["message", "queue_url"])))]
+    Replay {
+        /// An on-failure record (the JSON Lambda sends to the destination).
+        #[arg(long)]
+        message: Option<PathBuf>,
+        /// The on-failure queue (the stack's `OnFailureQueueUrl` output).
+        #[arg(long)]
+        queue_url: Option<String>,
+        /// The claim table (the function's `DEDUP_TABLE`).
+        #[arg(long)]
+        table: String,
+        /// The stream to read and put to, when not the one the record names.
+        #[arg(long)]
+        stream: Option<String>,
+        /// Report what would be released and put, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        endpoint_url: Option<String>,
+    },
+    /// Rebuild the hourly rollups of a range of hours (a backfill, e.g. after a
+    /// replay): over the local lake, or in AWS through the rollup state machine.
+    Rollup(sightline::rollups::RollupArgs),
     /// SQL over the local lake, with Athena's table names: `events` and `events_dedup`.
     Query {
         sql: String,
@@ -311,6 +341,67 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             );
             Ok(())
         }
+        Command::Replay {
+            message,
+            queue_url,
+            table,
+            stream,
+            dry_run,
+            endpoint_url,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let settings = ClientSettings::default();
+                let mut loader = sightline_aws::clients::config_loader(settings);
+                if let Some(url) = &endpoint_url {
+                    loader = loader.endpoint_url(url);
+                }
+                let sdk = loader.load().await;
+                let clients = AwsClients::from_config(&sdk, settings);
+                let claims = sightline_aws::DynamoClaimStore::new(clients.dynamodb.clone(), &table);
+                let targets = replay::Targets {
+                    kinesis: &clients.kinesis,
+                    claims: &claims,
+                    stream: stream.as_deref(),
+                    dry_run,
+                };
+                let print = |r: &replay::RangeReplay| {
+                    let p = &r.plan;
+                    println!(
+                        "{} {}..={}: {} records, {} events: {} claim(s) released, {} delivered already, {} held by other records, {} unclaimed, {} bad; {} record(s) {}",
+                        r.shard_id,
+                        r.start,
+                        r.end,
+                        p.records,
+                        p.events,
+                        p.released,
+                        p.delivered,
+                        p.held_by_others,
+                        p.unclaimed,
+                        p.bad,
+                        if dry_run { p.to_put.len() } else { r.put },
+                        if dry_run { "would be put back (dry run)" } else { "put back" },
+                    );
+                };
+                match (&message, &queue_url) {
+                    (Some(path), _) => {
+                        let record = replay::read_message(path)?;
+                        let done = replay::replay_range(&targets, &record).await?;
+                        print(&done);
+                    }
+                    (None, Some(queue)) => {
+                        let sqs = aws_sdk_sqs::Client::new(&sdk);
+                        let done = replay::replay_queue(&targets, &sqs, queue, print).await?;
+                        println!("{} range(s) replayed from {queue}", done.len());
+                    }
+                    (None, None) => return Err("give --message or --queue-url".into()),
+                }
+                Ok::<(), BoxError>(())
+            })
+        }
+        Command::Rollup(args) => Ok(sightline::rollups::run(args)?),
         Command::Query { sql, lake } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -349,6 +440,10 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                         &GenerateConfig {
                             events,
                             seed,
+                            // Recent, so the function does not quarantine them as too old.
+                            start_ms: sightline::generate::recent_start(
+                                GenerateConfig::default().window_ms,
+                            ),
                             duplicate_rate: 0.0,
                             malformed_rate: 0.0,
                             unknown_location_rate: 0.0,
@@ -468,11 +563,12 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                     return Err(format!("--{name} must be in [0, 0.5), got {rate}").into());
                 }
             }
+            let window_ms = window_hours.max(1) * 3_600_000;
             let config = GenerateConfig {
                 events,
                 seed,
-                start_ms,
-                window_ms: window_hours.max(1) * 3_600_000,
+                start_ms: start_ms.unwrap_or_else(|| sightline::generate::recent_start(window_ms)),
+                window_ms,
                 duplicate_rate,
                 malformed_rate,
                 unknown_location_rate,

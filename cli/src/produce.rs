@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use sightline_aws::kinesis::{KINESIS_MAX_BYTES_PER_CALL, KINESIS_MAX_RECORDS_PER_CALL};
 use sightline_core::batch::chain;
+use sightline_core::cost::{CostModel, Op};
 use sightline_core::delivery::send_resending_failures;
 use sightline_core::model::{INGEST_MAX_BODY_BYTES, INGEST_MAX_EVENTS};
 use sightline_core::packing::chunk_by_limits;
@@ -112,12 +113,9 @@ pub async fn produce<P: StreamPort>(
 ) -> ProduceReport {
     let clock = SystemClock;
     let counters = RetryCounters::default();
-    let retrier = Retrier {
-        policy: config.retry,
-        deadline: Deadline::none(),
-        clock: &clock,
-        counters: &counters,
-    };
+    let costs = CostModel::default();
+    let retrier = Retrier::new(config.retry, Deadline::none(), &clock, &counters, &costs)
+        .for_op(Op::Stream, 0);
     let mut rng = fastrand::Rng::with_seed(config.seed);
     let started = Instant::now();
     let mut report = ProduceReport::default();

@@ -2,18 +2,23 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Instant;
 
+use sightline_core::{Clock, SystemClock};
 use sightline_local::query::{DASHBOARD_QUERIES, QueryError, Rows};
+use sightline_local::rollup::{RollupError, roll_up_closed};
 use sightline_local::{Lake, RunSummary};
 
-use crate::dashboard::{Dashboard, DoublesRow, HourlyRow, Rates, TopItemRow, TopLocationRow};
+use crate::dashboard::{
+    Dashboard, DoublesRow, Freshness, FreshnessRow, HourlyRow, Rates, TopItemRow, TopLocationRow,
+};
 
 /// `1234567` -> `1,234,567`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -109,23 +114,37 @@ pub fn summary_table(s: &RunSummary) -> String {
     out
 }
 
-/// Runs the dashboard queries (the files `infra/athena/dashboard/` ships) over the
-/// lake and pairs them with the run's counts.
-pub async fn dashboard_data(
-    lake_dir: &Path,
-    summary: &RunSummary,
-    generated_at: String,
-) -> Result<Dashboard, QueryError> {
-    let lake = Lake::open(lake_dir).await?;
-    let mut results = Vec::new();
-    for (_, sql) in DASHBOARD_QUERIES {
-        results.push(lake.sql(sql).await?);
-    }
-    let [hourly, top_items, top_locations, doubles] = &results[..] else {
-        return Ok(Dashboard::default());
-    };
+/// Why the dashboard could not be drawn.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    #[error("rolling up the closed hours (the scheduled job's part)")]
+    Rollup(#[from] RollupError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+}
 
-    let r = Rows::new(hourly);
+/// The rows of the dashboard queries (the files `infra/athena/dashboard/` ships), as
+/// one engine answered them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DashboardRows {
+    pub hourly: Vec<HourlyRow>,
+    pub top_items: Vec<TopItemRow>,
+    pub top_locations: Vec<TopLocationRow>,
+    pub doubles_removed: Vec<DoublesRow>,
+    pub freshness: Vec<FreshnessRow>,
+}
+
+fn query(name: &str) -> &'static str {
+    DASHBOARD_QUERIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("", |(_, sql)| *sql)
+}
+
+/// Runs every dashboard query over `lake` (whatever its `events_dashboard` is made of).
+pub async fn dashboard_rows(lake: &Lake) -> Result<DashboardRows, QueryError> {
+    let batches = lake.sql(query("detections_per_location_hourly")).await?;
+    let r = Rows::new(&batches);
     let hourly = r
         .strings("hour_utc")?
         .into_iter()
@@ -139,7 +158,8 @@ pub async fn dashboard_data(
         })
         .collect();
 
-    let r = Rows::new(top_items);
+    let batches = lake.sql(query("top_items_per_location")).await?;
+    let r = Rows::new(&batches);
     let top_items = r
         .strings("location")?
         .into_iter()
@@ -156,7 +176,8 @@ pub async fn dashboard_data(
         )
         .collect();
 
-    let r = Rows::new(top_locations);
+    let batches = lake.sql(query("top_locations")).await?;
+    let r = Rows::new(&batches);
     let top_locations = r
         .strings("location")?
         .into_iter()
@@ -169,7 +190,8 @@ pub async fn dashboard_data(
         })
         .collect();
 
-    let r = Rows::new(doubles);
+    let batches = lake.sql(query("doubles_removed_by_view")).await?;
+    let r = Rows::new(&batches);
     let doubles_removed = r
         .strings("event_date")?
         .into_iter()
@@ -186,18 +208,72 @@ pub async fn dashboard_data(
         )
         .collect();
 
-    let st = &summary.stats;
-    Ok(Dashboard {
-        title: "Sightline — local demo".into(),
-        generated_at,
-        source_note: format!(
-            "lake/events (Parquet), queried with DataFusion using the same SQL as infra/athena/dashboard; rates from run {}",
-            summary.run_id
-        ),
+    let batches = lake.sql(query("freshness")).await?;
+    let r = Rows::new(&batches);
+    let freshness = r
+        .strings("source")?
+        .into_iter()
+        .zip(r.ints("hours")?)
+        .zip(r.strings("first_hour")?)
+        .zip(r.strings("last_hour")?)
+        .zip(r.ints("newest_detected_ms")?)
+        .map(
+            |((((source, hours), first_hour), last_hour), newest_detected_ms)| FreshnessRow {
+                source,
+                hours,
+                first_hour,
+                last_hour,
+                newest_detected_ms,
+            },
+        )
+        .collect();
+
+    Ok(DashboardRows {
         hourly,
         top_items,
         top_locations,
         doubles_removed,
+        freshness,
+    })
+}
+
+/// The demo's dashboard, read the way QuickSight reads it: first the scheduled job's
+/// part (every closed hour rolled up, `infra/athena/rollup_job.sql`), then the
+/// dashboard queries over `events_dashboard` (rollups for closed hours, the
+/// deduplicated view for open ones), paired with the run's counts.
+pub async fn dashboard_data(
+    lake_dir: &Path,
+    summary: &RunSummary,
+    generated_at: String,
+) -> Result<Dashboard, DashboardError> {
+    let rollup = roll_up_closed(lake_dir, SystemClock.now_ms()).await?;
+    let lake = Lake::open(lake_dir).await?;
+    let started = Instant::now();
+    let queried_at_ms = SystemClock.now_ms();
+    let rows = dashboard_rows(&lake).await?;
+    let query_ms = started.elapsed().as_millis() as u64;
+
+    let st = &summary.stats;
+    let rolled: u64 = rollup.hours.iter().map(|h| h.rows).sum();
+    Ok(Dashboard {
+        title: "Sightline — local demo".into(),
+        generated_at,
+        source_note: format!(
+            "lake/events (Parquet) through events_dashboard: {} closed hours rolled up into events_hourly ({} rows, {:.2} s), open hours live from events_dedup; DataFusion, the same SQL as infra/athena; rates from run {}",
+            rollup.hours.len(),
+            thousands(rolled),
+            rollup.elapsed.as_secs_f64(),
+            summary.run_id
+        ),
+        freshness: Freshness {
+            sources: rows.freshness,
+            queried_at_ms,
+            query_ms,
+        },
+        hourly: rows.hourly,
+        top_items: rows.top_items,
+        top_locations: rows.top_locations,
+        doubles_removed: rows.doubles_removed,
         rates: Rates {
             received: summary.lines,
             delivered: st.delivered,

@@ -1,14 +1,21 @@
 //! `sightline demo` end to end, checked against the generator's ground truth and
-//! against dashboard numbers computed here, independently, from the raw NDJSON.
+//! against dashboard numbers computed here, independently, from the raw NDJSON; and the
+//! hourly rollups: `sightline rollup` over a lake, after which every dashboard query
+//! answers the same from the rollup path as from the deduplicated view, and as the
+//! ground truth.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use sightline_core::DatasetB;
+use sightline::generate::{GenerateConfig, generate};
+use sightline::report::dashboard_rows;
+use sightline_core::{Clock, DatasetB, SystemClock};
 use sightline_local::Lake;
-use sightline_local::query::{DASHBOARD_QUERIES, Rows};
+use sightline_local::query::{DASHBOARD_QUERIES, DashboardPath, ROLLUP_DIR, Rows};
+use sightline_local::rollup::{HourUtc, partition_hours};
 
 fn sightline(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_sightline"))
@@ -154,14 +161,25 @@ fn demo_matches_the_ground_truth_and_a_second_run_delivers_nothing_new() {
         let r = Rows::new(&b);
         assert_eq!(r.ints("n").expect("n"), [t("unique_valid_events") as i64]);
         assert_eq!(r.ints("d").expect("d"), [t("unique_valid_events") as i64]);
-        check_dashboard_queries(&l, &expected).await;
+        check_dashboard_queries(&l, &expected, 0).await;
     });
 
-    // The dashboard was written and holds its four charts.
+    // The dashboard was written and holds its four charts, drawn from the rollup path:
+    // the demo rolled up every closed hour first, and the page says which hours are live.
     let html = std::fs::read_to_string(lake.join("dashboard.html")).expect("dashboard");
     for chart in ["<svg", "Top items", "Detections over time"] {
         assert!(html.contains(chart), "dashboard lacks {chart}");
     }
+    assert!(
+        !partition_hours(&lake.join(ROLLUP_DIR))
+            .expect("rollups")
+            .is_empty(),
+        "the demo rolled up its closed hours"
+    );
+    assert!(
+        html.contains("id=\"freshness\"") && html.contains("from the hourly rollups"),
+        "the page names the rolled-up and the live hours"
+    );
     assert_renders_in_chromium(&lake.join("dashboard.html"), dir.path());
 
     // Again, over the same input: a replay; nothing new is delivered.
@@ -309,9 +327,9 @@ fn assert_renders_in_chromium(page: &Path, scratch: &Path) {
     );
 }
 
-/// The four dashboard queries, as shipped for Athena, against numbers computed
-/// here from the raw input.
-async fn check_dashboard_queries(lake: &Lake, expected: &Expected) {
+/// The dashboard queries, as shipped for Athena, against numbers computed here from
+/// the raw input; `doubles` rows were redelivered into the lake (Firehose's doubles).
+async fn check_dashboard_queries(lake: &Lake, expected: &Expected, doubles: i64) {
     let names = DatasetB::embedded().expect("dataset B");
     let name = |oid: i64| names.lookup(oid).unwrap_or("UNKNOWN").to_string();
     let mut per_location: HashMap<String, (i64, BTreeSet<i64>)> = HashMap::new();
@@ -402,7 +420,7 @@ async fn check_dashboard_queries(lake: &Lake, expected: &Expected) {
         .collect();
     assert_eq!(got, per_hour);
 
-    // No doubles in the lake, so the view removes none.
+    // The view removes exactly the redelivered rows.
     let b = lake
         .sql(sql("doubles_removed_by_view"))
         .await
@@ -410,9 +428,227 @@ async fn check_dashboard_queries(lake: &Lake, expected: &Expected) {
     let r = Rows::new(&b);
     let removed = r.ints("doubles_removed").expect("doubles_removed");
     assert!(!removed.is_empty());
-    assert!(removed.iter().all(|d| *d == 0));
+    assert_eq!(removed.iter().sum::<i64>(), doubles);
     assert_eq!(
         r.ints("rows_in_lake").expect("rows").iter().sum::<i64>(),
+        expected.events.len() as i64 + doubles
+    );
+    assert_eq!(
+        r.ints("rows_in_view").expect("rows").iter().sum::<i64>(),
         expected.events.len() as i64
+    );
+}
+
+/// One Parquet file of a partition copied under a new name in the same folder: what
+/// Firehose's at-least-once delivery does to a batch. Returns the rows it doubled.
+async fn redeliver_a_file(lake: &Path, hour: HourUtc) -> i64 {
+    let folder = lake.join("events").join(hour.partition_path());
+    let file = std::fs::read_dir(&folder)
+        .expect("partition")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("a parquet file");
+    let count = |l: Lake| async move {
+        let b = l
+            .sql(&format!(
+                "SELECT count(*) AS n FROM events WHERE event_date = '{}' AND event_hour = '{}'",
+                hour.event_date(),
+                hour.event_hour()
+            ))
+            .await
+            .expect("count");
+        Rows::new(&b).ints("n").expect("n")[0]
+    };
+    let before = count(Lake::open(lake).await.expect("lake")).await;
+    std::fs::copy(&file, folder.join("redelivered-by-firehose.parquet")).expect("copy");
+    count(Lake::open(lake).await.expect("lake")).await - before
+}
+
+async fn rows_of(lake: &Path, path: DashboardPath) -> sightline::report::DashboardRows {
+    let l = Lake::open_with(lake, path).await.expect("lake");
+    dashboard_rows(&l).await.expect("dashboard queries")
+}
+
+/// The rollup table's totals: rows, detections, lake rows.
+async fn rollup_totals(lake: &Path) -> (i64, i64, i64) {
+    let l = Lake::open(lake).await.expect("lake");
+    let b = l
+        .sql("SELECT count(*) AS n, coalesce(sum(detections), 0) AS d, coalesce(sum(lake_rows), 0) AS l FROM events_hourly")
+        .await
+        .expect("totals");
+    let r = Rows::new(&b);
+    (
+        r.ints("n").expect("n")[0],
+        r.ints("d").expect("d")[0],
+        r.ints("l").expect("l")[0],
+    )
+}
+
+#[test]
+fn rollup_path_answers_every_dashboard_query_like_the_dedup_view_and_the_ground_truth() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = dir.path().join("lake");
+    let lake_arg = lake.display().to_string();
+    let input = dir.path().join("events.ndjson");
+
+    // 30 hours of traffic ending now: closed hours for the rollups, open ones live.
+    let now = SystemClock.now_ms();
+    let window_ms = 30 * 3_600_000;
+    let mut raw = Vec::new();
+    generate(
+        &GenerateConfig {
+            events: 20_000,
+            seed: 9,
+            start_ms: now - window_ms,
+            window_ms,
+            ..GenerateConfig::default()
+        },
+        &mut raw,
+    )
+    .expect("generate");
+    std::fs::write(&input, &raw).expect("input");
+    let input_arg = input.display().to_string();
+    sightline(&[
+        "run", "--input", &input_arg, "--lake", &lake_arg, "--shards", "3",
+    ]);
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let hours = partition_hours(&lake.join("events")).expect("hours");
+    let (first, last) = (hours[0], hours[hours.len() - 1]);
+    assert!(!first.is_closed(first.start_ms()) && first.is_closed(now));
+    // Firehose redelivers a file of a closed hour and one of the open hour.
+    let doubles = rt.block_on(async {
+        redeliver_a_file(&lake, first).await + redeliver_a_file(&lake, last).await
+    });
+    assert!(doubles > 0);
+
+    // The rollup job over every closed hour, as the schedule would have run it.
+    let out = sightline(&["rollup", "--lake", &lake_arg]);
+    assert!(out.contains("closed hour(s)"), "{out}");
+    let closed: Vec<HourUtc> = hours.iter().copied().filter(|h| h.is_closed(now)).collect();
+    let rolled = partition_hours(&lake.join(ROLLUP_DIR)).expect("rollups");
+    assert!(
+        closed.iter().all(|h| rolled.contains(h)),
+        "every closed hour with events has a rollup: {closed:?} vs {rolled:?}"
+    );
+    assert!(
+        !rolled.contains(&last),
+        "the open hour is left to the live view"
+    );
+
+    // Rewriting replaces: a second run leaves the same rollups, nothing doubled.
+    let totals = rt.block_on(rollup_totals(&lake));
+    let out = sightline(&["rollup", "--lake", &lake_arg]);
+    assert!(out.contains("replaced"), "{out}");
+    assert_eq!(rt.block_on(rollup_totals(&lake)), totals);
+
+    // Every dashboard query: the rollup path answers as the dedup view, and as the
+    // ground truth computed here from the raw NDJSON.
+    let expected = expected_from_raw(&raw);
+    rt.block_on(async {
+        let via_rollups = rows_of(&lake, DashboardPath::Rollups).await;
+        let via_dedup_view = rows_of(&lake, DashboardPath::DedupViewOnly).await;
+        assert_same_answers(&via_rollups, &via_dedup_view);
+        let sources: BTreeSet<&str> = via_rollups
+            .freshness
+            .iter()
+            .map(|f| f.source.as_str())
+            .collect();
+        assert_eq!(sources, BTreeSet::from(["live", "rollup"]));
+        for path in [DashboardPath::Rollups, DashboardPath::DedupViewOnly] {
+            let l = Lake::open_with(&lake, path).await.expect("lake");
+            check_dashboard_queries(&l, &expected, doubles).await;
+        }
+    });
+
+    // A late event for the first (closed, rolled-up) hour: the dedup view has it at
+    // once; the rollup path after the hour is rewritten, counted once.
+    let late_ms = first.start_ms() + 1_234;
+    let late = format!(
+        "{{\"detection_oid\":77000000001,\"video_camera_oid\":101,\"geographical_location_oid\":1,\"item_name\":\"late bicycle\",\"timestamp_detected\":{late_ms}}}\n"
+    );
+    let late_path = dir.path().join("late.ndjson");
+    std::fs::File::create(&late_path)
+        .and_then(|mut f| f.write_all(late.as_bytes()))
+        .expect("late input");
+    let late_arg = late_path.display().to_string();
+    sightline(&["run", "--input", &late_arg, "--lake", &lake_arg]);
+    let mut all = raw.clone();
+    all.extend_from_slice(late.as_bytes());
+    let expected = expected_from_raw(&all);
+    let hour_total = |rows: &sightline::report::DashboardRows| -> i64 {
+        let label = format!("{} {}:00", first.event_date(), first.event_hour());
+        rows.hourly
+            .iter()
+            .filter(|r| r.hour_utc == label)
+            .map(|r| r.detections)
+            .sum()
+    };
+    let (stale, fresh) = rt.block_on(async {
+        (
+            rows_of(&lake, DashboardPath::Rollups).await,
+            rows_of(&lake, DashboardPath::DedupViewOnly).await,
+        )
+    });
+    assert_eq!(
+        hour_total(&fresh),
+        hour_total(&stale) + 1,
+        "not rolled up yet"
+    );
+    let hour = first.to_string();
+    let out = sightline(&[
+        "rollup", "--lake", &lake_arg, "--from", &hour, "--to", &hour,
+    ]);
+    assert!(out.contains("rewrote 1 closed hour(s)"), "{out}");
+    rt.block_on(async {
+        let via_rollups = rows_of(&lake, DashboardPath::Rollups).await;
+        assert_eq!(hour_total(&via_rollups), hour_total(&fresh));
+        assert_same_answers(
+            &via_rollups,
+            &rows_of(&lake, DashboardPath::DedupViewOnly).await,
+        );
+        let l = Lake::open(&lake).await.expect("lake");
+        check_dashboard_queries(&l, &expected, doubles).await;
+    });
+}
+
+/// Every dashboard query's rows, except which source (rollup or live) each hour came
+/// from, which is what differs by construction.
+fn assert_same_answers(
+    via_rollups: &sightline::report::DashboardRows,
+    via_dedup_view: &sightline::report::DashboardRows,
+) {
+    assert_eq!(
+        via_rollups.hourly, via_dedup_view.hourly,
+        "detections_per_location_hourly"
+    );
+    assert_eq!(
+        via_rollups.top_items, via_dedup_view.top_items,
+        "top_items_per_location"
+    );
+    assert_eq!(
+        via_rollups.top_locations, via_dedup_view.top_locations,
+        "top_locations"
+    );
+    assert_eq!(
+        via_rollups.doubles_removed, via_dedup_view.doubles_removed,
+        "doubles_removed_by_view"
+    );
+    let newest = |rows: &sightline::report::DashboardRows| {
+        rows.freshness.iter().map(|f| f.newest_detected_ms).max()
+    };
+    let hours = |rows: &sightline::report::DashboardRows| -> i64 {
+        rows.freshness.iter().map(|f| f.hours).sum()
+    };
+    assert_eq!(
+        newest(via_rollups),
+        newest(via_dedup_view),
+        "freshness: newest"
+    );
+    assert_eq!(
+        hours(via_rollups),
+        hours(via_dedup_view),
+        "freshness: hours"
     );
 }

@@ -392,6 +392,15 @@ def main() -> int:
     shards = aws["kinesis"].list_shards(StreamName=stream)["Shards"]
     summary = aws["kinesis"].describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
     check(summary.get("EncryptionType") == "KMS", f"the stream is KMS-encrypted ({len(shards)} shards)")
+    # The function checks its dedup window and deadline reserve against these at init,
+    # so they must be what the stack really deployed.
+    deployed = {
+        "STREAM_RETENTION_HOURS": str(summary.get("RetentionPeriodHours")),
+        "MAX_RECORD_AGE_SECS": str(mapping.get("MaximumRecordAgeInSeconds")),
+        "FUNCTION_TIMEOUT_SECS": str(config.get("Timeout")),
+    }
+    check({k: env.get(k) for k in deployed} == deployed,
+          f"the function's copies of the stream retention, the mapping's record age and its own timeout match the resources ({deployed})")
 
     front = check_front_door(aws, out, args, stream)
 

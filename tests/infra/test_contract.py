@@ -5,7 +5,7 @@ what the templates set), the claim table's key and TTL attribute, the Glue table
 columns, types and partition keys with partition projection, the Firehose
 de-aggregation/partitioning/Parquet settings, the EMF metric names the alarms use,
 the dedup view (its SQL against infra/athena/dedup_view.sql, its columns), the
-QuickSight dataset's columns, and that the Terraform variables mirror the SAM
+QuickSight dataset's view (its columns: test_rollups.py), and that the Terraform variables mirror the SAM
 parameters. The front door (schema.json "ingest_function"): the ingest function's
 runtime, build and environment (exactly the contract, which is also what
 functions/ingest/src/lib.rs reads), its least-privilege role, the HTTP API's
@@ -177,7 +177,10 @@ def test_sam_claim_table(template, schema):
     assert table["KeySchema"] == [{"AttributeName": key["name"], "KeyType": "HASH"}]
     assert table["AttributeDefinitions"] == [{"AttributeName": key["name"], "AttributeType": key["type"]}]
     assert table["TimeToLiveSpecification"] == {"AttributeName": schema["dedup_table"]["ttl_attribute"], "Enabled": True}
-    assert table["BillingMode"] == schema["dedup_table"]["billing_mode"]
+    assert table["BillingMode"] == {"Ref": "ClaimTableBillingMode"}
+    param = template["Parameters"]["ClaimTableBillingMode"]
+    assert param["Default"] == schema["dedup_table"]["billing_mode_default"]
+    assert param["AllowedValues"] == schema["dedup_table"]["billing_modes"]
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert table["SSESpecification"]["SSEEnabled"] is True
 
@@ -190,7 +193,8 @@ def test_tf_claim_table(tf, schema):
     assert [(one(a["name"]), one(a["type"])) for a in table["attribute"]] == [(key["name"], key["type"])]
     ttl = one(table["ttl"])
     assert (one(ttl["attribute_name"]), one(ttl["enabled"])) == (schema["dedup_table"]["ttl_attribute"], True)
-    assert one(table["billing_mode"]) == schema["dedup_table"]["billing_mode"]
+    assert one(table["billing_mode"]) == "${var.claim_table_billing_mode}"
+    assert one(tf.variables["claim_table_billing_mode"]["default"]) == schema["dedup_table"]["billing_mode_default"]
     assert one(one(table["point_in_time_recovery"])["enabled"]) is True
     assert one(one(table["server_side_encryption"])["enabled"]) is True
 
@@ -385,15 +389,14 @@ def test_view_columns(template, tf, schema):
     assert [e.alias_or_name for e in select.expressions] == [n for n, _ in expected]
 
 
-def test_quicksight_dataset(template, tf, schema):
+def test_quicksight_dataset(template, tf):
+    """QuickSight reads the dashboard view (tests/infra/test_rollups.py checks its columns)."""
     assert template["Resources"]["QuickSightDataSet"]["Condition"] == "QuickSightEnabled"
     dataset = sam_resource(template, "QuickSightDataSet")
     assert dataset["ImportMode"] == "DIRECT_QUERY"
-    table = dataset["PhysicalTableMap"]["eventsdedup"]["RelationalTable"]
-    assert table["Name"] == {"Ref": "EventsDedupView"}
-    quick = {"bigint": "INTEGER", "string": "STRING"}
-    assert [(c["Name"], c["Type"]) for c in table["InputColumns"]] == [(n, quick[t]) for n, t in schema_columns(schema)]
-    tf_dataset = tf.resource("aws_quicksight_data_set", "events_dedup")
+    table = dataset["PhysicalTableMap"]["eventsdashboard"]["RelationalTable"]
+    assert table["Name"] == {"Ref": "EventsDashboardView"}
+    tf_dataset = tf.resource("aws_quicksight_data_set", "dashboard")
     assert one(tf_dataset["import_mode"]) == "DIRECT_QUERY"
     assert one(tf_dataset["count"]) == "${local.quicksight_enabled ? 1 : 0}"
 
@@ -442,9 +445,12 @@ def test_schema_lists_what_the_function_reads(schema):
 
 
 def test_dedup_window_bounds(template, schema):
-    spec = schema["function"]["environment"]["DEDUP_WINDOW_SECS"]
+    """The function takes 60 s and up; a deployment needs at least the shortest retention."""
+    env = schema["function"]["environment"]
+    spec = env["DEDUP_WINDOW_SECS"]
     param = template["Parameters"]["DedupWindowSecs"]
-    assert (param["MinValue"], param["MaxValue"]) == (spec["min"], spec["max"])
+    assert spec["deploy_min"] == max(spec["min"], env["STREAM_RETENTION_HOURS"]["min"] * 3600)
+    assert (param["MinValue"], param["MaxValue"]) == (spec["deploy_min"], spec["max"])
 
 
 

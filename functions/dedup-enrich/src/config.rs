@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
+use sightline_core::decode::DEFAULT_MAX_EVENT_AGE_MS;
+use sightline_core::defaults;
 pub use sightline_core::env::ConfigError;
 use sightline_core::env::EnvReader;
 use sightline_core::packing::MAX_EVENTS_PER_PACKED_RECORD;
+use sightline_core::retry::DEFAULT_ATTEMPT_TIMEOUT_MS;
 
 pub const ENV_DEDUP_TABLE: &str = "DEDUP_TABLE";
 pub const ENV_DELIVERY_STREAM: &str = "DELIVERY_STREAM";
@@ -18,9 +21,13 @@ pub const ENV_METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 pub const ENV_AWS_CALL_TIMEOUT_MS: &str = "AWS_CALL_TIMEOUT_MS";
 pub const ENV_S3_FORCE_PATH_STYLE: &str = "S3_FORCE_PATH_STYLE";
 pub const ENV_RETRY_MAX_ATTEMPTS: &str = "RETRY_MAX_ATTEMPTS";
+pub const ENV_MAX_RECORD_AGE_SECS: &str = "MAX_RECORD_AGE_SECS";
+pub const ENV_STREAM_RETENTION_HOURS: &str = "STREAM_RETENTION_HOURS";
+pub const ENV_FUNCTION_TIMEOUT_SECS: &str = "FUNCTION_TIMEOUT_SECS";
+pub const ENV_MAX_EVENT_AGE_SECS: &str = "MAX_EVENT_AGE_SECS";
 
 /// Every variable the function reads, for the infra consistency checks.
-pub const ENV_VARS: [&str; 12] = [
+pub const ENV_VARS: [&str; 16] = [
     ENV_DEDUP_TABLE,
     ENV_DELIVERY_STREAM,
     ENV_QUARANTINE_BUCKET,
@@ -33,6 +40,10 @@ pub const ENV_VARS: [&str; 12] = [
     ENV_AWS_CALL_TIMEOUT_MS,
     ENV_S3_FORCE_PATH_STYLE,
     ENV_RETRY_MAX_ATTEMPTS,
+    ENV_MAX_RECORD_AGE_SECS,
+    ENV_STREAM_RETENTION_HOURS,
+    ENV_FUNCTION_TIMEOUT_SECS,
+    ENV_MAX_EVENT_AGE_SECS,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +61,13 @@ pub struct Config {
     pub s3_force_path_style: bool,
     /// Attempts per AWS call within one invocation, the first included.
     pub retry_max_attempts: u32,
+    /// The event source mapping's `MaximumRecordAgeInSeconds`; `None` is -1 (no limit).
+    pub max_record_age_secs: Option<i64>,
+    pub stream_retention_hours: i64,
+    /// The function's own timeout, to check the reserve against.
+    pub function_timeout_secs: i64,
+    /// Events older than this before their arrival are quarantined (`too_old`).
+    pub max_event_age_secs: i64,
 }
 
 impl Config {
@@ -57,12 +75,55 @@ impl Config {
         Config::from_lookup(|k| std::env::var(k).ok())
     }
 
+    /// How long after its arrival Kinesis may still hand a record to the
+    /// function: the mapping's maximum record age, or the stream's retention
+    /// when the age is unlimited (or longer). An operator's replay re-reads the
+    /// stream for as long as it retains a record, so both count.
+    pub fn redelivery_horizon_secs(&self) -> i64 {
+        let retention = self.stream_retention_hours * 3_600;
+        self.max_record_age_secs
+            .map_or(retention, |age| age.max(retention))
+    }
+
     /// Reads through `lookup` so tests need not touch the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let config = Config::read(lookup)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Settings that are valid alone but not together.
+    fn check(&self) -> Result<(), ConfigError> {
+        let horizon = self.redelivery_horizon_secs();
+        if self.dedup_window_secs < horizon {
+            return Err(ConfigError::Conflict(format!(
+                "{ENV_DEDUP_WINDOW_SECS}={} is shorter than the {horizon} s for which Kinesis can still deliver a record again \
+                 ({ENV_MAX_RECORD_AGE_SECS}={}, {ENV_STREAM_RETENTION_HOURS}={}): a record redelivered after its claim, \
+                 delivered mark and checkpoint expired would be delivered twice; raise the window to at least {horizon}",
+                self.dedup_window_secs,
+                self.max_record_age_secs.unwrap_or(-1),
+                self.stream_retention_hours,
+            )));
+        }
+        let timeout_ms = self.function_timeout_secs * 1_000;
+        if self.deadline_reserve_ms > timeout_ms / 2 {
+            return Err(ConfigError::Conflict(format!(
+                "{ENV_DEADLINE_RESERVE_MS}={} leaves less than half of the {timeout_ms} ms timeout \
+                 ({ENV_FUNCTION_TIMEOUT_SECS}={}) for work; it is only the margin for answering Lambda \
+                 (the remaining steps' cost is measured), so keep it at most {}",
+                self.deadline_reserve_ms,
+                self.function_timeout_secs,
+                timeout_ms / 2
+            )));
+        }
+        Ok(())
+    }
+
+    fn read(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = EnvReader::new(lookup);
         let mut quarantine_prefix = env
             .optional(ENV_QUARANTINE_PREFIX)
-            .unwrap_or_else(|| "quarantine/".to_string());
+            .unwrap_or_else(|| defaults::QUARANTINE_PREFIX.to_string());
         if !quarantine_prefix.ends_with('/') {
             quarantine_prefix.push('/');
         }
@@ -75,14 +136,14 @@ impl Config {
             quarantine_prefix,
             dedup_window_secs: env.integer(
                 ENV_DEDUP_WINDOW_SECS,
-                86_400,
-                60,
+                defaults::DEDUP_WINDOW_SECS,
+                defaults::MIN_DEDUP_WINDOW_SECS,
                 366 * 86_400,
                 "seconds between 60 and 31622400",
             )?,
             claim_concurrency: env.integer(
                 ENV_CLAIM_CONCURRENCY,
-                64,
+                defaults::CLAIM_CONCURRENCY as i64,
                 1,
                 1_000,
                 "an integer from 1 to 1000",
@@ -96,7 +157,7 @@ impl Config {
             )? as usize,
             deadline_reserve_ms: env.integer(
                 ENV_DEADLINE_RESERVE_MS,
-                2_000,
+                defaults::DEADLINE_RESERVE_MS,
                 0,
                 60_000,
                 "milliseconds from 0 to 60000",
@@ -106,7 +167,7 @@ impl Config {
                 .unwrap_or_else(|| "Sightline".into()),
             aws_call_timeout: Duration::from_millis(env.integer(
                 ENV_AWS_CALL_TIMEOUT_MS,
-                5_000,
+                DEFAULT_ATTEMPT_TIMEOUT_MS,
                 100,
                 60_000,
                 "milliseconds from 100 to 60000",
@@ -114,11 +175,49 @@ impl Config {
             s3_force_path_style: env.flag(ENV_S3_FORCE_PATH_STYLE, endpoint_set)?,
             retry_max_attempts: env.integer(
                 ENV_RETRY_MAX_ATTEMPTS,
-                6,
+                i64::from(defaults::RETRY_MAX_ATTEMPTS),
                 1,
                 20,
                 "an integer from 1 to 20",
             )? as u32,
+            max_record_age_secs: match env.integer(
+                ENV_MAX_RECORD_AGE_SECS,
+                defaults::esm::MAXIMUM_RECORD_AGE_SECS as i64,
+                -1,
+                604_800,
+                "-1 (no limit) or seconds from 60 to 604800",
+            )? {
+                -1 => None,
+                age if age >= 60 => Some(age),
+                age => {
+                    return Err(ConfigError::Invalid {
+                        name: ENV_MAX_RECORD_AGE_SECS,
+                        value: age.to_string(),
+                        expected: "-1 (no limit) or seconds from 60 to 604800",
+                    });
+                }
+            },
+            stream_retention_hours: env.integer(
+                ENV_STREAM_RETENTION_HOURS,
+                defaults::STREAM_RETENTION_HOURS,
+                24,
+                8_760,
+                "hours from 24 to 8760",
+            )?,
+            function_timeout_secs: env.integer(
+                ENV_FUNCTION_TIMEOUT_SECS,
+                defaults::esm::FUNCTION_TIMEOUT_SECS as i64,
+                1,
+                900,
+                "seconds from 1 to 900",
+            )?,
+            max_event_age_secs: env.integer(
+                ENV_MAX_EVENT_AGE_SECS,
+                DEFAULT_MAX_EVENT_AGE_MS / 1_000,
+                3_600,
+                366 * 86_400,
+                "seconds from 3600 to 31622400",
+            )?,
         })
     }
 }
@@ -150,6 +249,9 @@ mod tests {
         assert_eq!(c.pack_max_events, 500);
         assert_eq!(c.quarantine_prefix, "quarantine/");
         assert_eq!(c.retry_max_attempts, 6);
+        assert_eq!(c.deadline_reserve_ms, 500);
+        assert_eq!(c.max_record_age_secs, Some(21_600));
+        assert_eq!(c.max_event_age_secs, 604_800);
         assert!(!c.s3_force_path_style);
     }
 
@@ -180,6 +282,48 @@ mod tests {
         assert!(
             msg.contains("CLAIM_CONCURRENCY") && msg.contains("lots"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_window_shorter_than_the_time_kinesis_can_redeliver_is_refused_at_init() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("DEDUP_WINDOW_SECS", "3600"));
+        pairs.push(("MAX_RECORD_AGE_SECS", "21600"));
+        let err = Config::from_lookup(env(&pairs)).expect_err("too short");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("DEDUP_WINDOW_SECS=3600") && msg.contains("86400"),
+            "{msg}"
+        );
+        // The stream's retention counts too: a replay re-reads it.
+        let mut pairs = BASE.to_vec();
+        pairs.push(("STREAM_RETENTION_HOURS", "48"));
+        let err = Config::from_lookup(env(&pairs)).expect_err("shorter than retention");
+        assert!(err.to_string().contains("172800"), "{err}");
+        // An unlimited record age falls back to the retention.
+        let mut pairs = BASE.to_vec();
+        pairs.push(("MAX_RECORD_AGE_SECS", "-1"));
+        let c = Config::from_lookup(env(&pairs)).expect("24 h window, 24 h retention");
+        assert_eq!(c.redelivery_horizon_secs(), 86_400);
+        assert_eq!(c.max_record_age_secs, None);
+    }
+
+    #[test]
+    fn a_reserve_larger_than_half_the_timeout_is_refused_at_init() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("FUNCTION_TIMEOUT_SECS", "3"));
+        pairs.push(("DEADLINE_RESERVE_MS", "2000"));
+        let err = Config::from_lookup(env(&pairs)).expect_err("reserve too large");
+        assert!(
+            err.to_string().contains("DEADLINE_RESERVE_MS=2000"),
+            "{err}"
+        );
+        let mut pairs = BASE.to_vec();
+        pairs.push(("FUNCTION_TIMEOUT_SECS", "3"));
+        assert!(
+            Config::from_lookup(env(&pairs)).is_ok(),
+            "the default reserve fits 3 s"
         );
     }
 

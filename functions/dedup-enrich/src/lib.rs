@@ -41,9 +41,11 @@ pub fn pipeline_config(config: &Config) -> PipelineConfig {
         claim_concurrency: config.claim_concurrency,
         retry: RetryPolicy {
             max_attempts: config.retry_max_attempts,
+            attempt_timeout: config.aws_call_timeout,
             ..RetryPolicy::default()
         },
         quarantine_prefix: config.quarantine_prefix.clone(),
+        max_event_age_ms: config.max_event_age_secs * 1_000,
     }
 }
 
@@ -67,17 +69,17 @@ pub fn client_settings(config: &Config) -> ClientSettings {
 /// Builds the app over given clients (tests point them at the emulator).
 pub fn app_with_clients(config: &Config, clients: AwsClients) -> Result<AwsApp, InitError> {
     Ok(App {
-        pipeline: Pipeline {
-            store: DynamoClaimStore::new(clients.dynamodb, &config.dedup_table),
-            sink: PackedSink::new(
+        pipeline: Pipeline::new(
+            DynamoClaimStore::new(clients.dynamodb, &config.dedup_table),
+            PackedSink::new(
                 FirehoseBatchPort::new(clients.firehose, &config.delivery_stream),
                 PackConfig::new(config.pack_max_events),
             ),
-            quarantine: S3Quarantine::new(clients.s3, &config.quarantine_bucket),
-            clock: SystemClock,
-            locations: DatasetB::embedded()?,
-            config: pipeline_config(config),
-        },
+            S3Quarantine::new(clients.s3, &config.quarantine_bucket),
+            SystemClock,
+            DatasetB::embedded()?,
+            pipeline_config(config),
+        ),
         deadline_reserve_ms: config.deadline_reserve_ms,
         metrics_namespace: config.metrics_namespace.clone(),
         function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")

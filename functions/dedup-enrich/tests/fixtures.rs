@@ -15,15 +15,15 @@ const FIXTURE_NOW_MS: i64 = 1_763_900_030_000;
 
 fn app() -> FakeApp {
     App {
-        pipeline: Pipeline {
-            store: MemoryStore::default(),
-            sink: PackedSink::new(MemoryFirehose::default(), PackConfig::default()),
-            quarantine: MemoryQuarantine::default(),
-            clock: ManualClock::at(FIXTURE_NOW_MS),
-            locations: DatasetB::embedded().expect("dataset B"),
-            config: PipelineConfig::default(),
-        },
-        deadline_reserve_ms: 2_000,
+        pipeline: Pipeline::new(
+            MemoryStore::default(),
+            PackedSink::new(MemoryFirehose::default(), PackConfig::default()),
+            MemoryQuarantine::default(),
+            ManualClock::at(FIXTURE_NOW_MS),
+            DatasetB::embedded().expect("dataset B"),
+            PipelineConfig::default(),
+        ),
+        deadline_reserve_ms: 500,
         metrics_namespace: "Sightline".into(),
         function_name: "dedup-enrich-test".into(),
     }

@@ -56,3 +56,42 @@ fn the_readme_output_schema_matches_the_encoder_columns_and_types() {
         .collect();
     assert_eq!(documented, want);
 }
+
+/// The EMF metric names, declared once in `BatchStats`: the README's Metrics
+/// section and the deployment contract (`infra/schema.json`, which the alarms
+/// and dashboards are checked against) list exactly those.
+#[test]
+fn every_emf_metric_is_in_the_readme_and_the_deployment_contract() {
+    let mut names: Vec<&str> = sightline_core::metrics::BatchStats::default()
+        .metrics()
+        .iter()
+        .map(|(n, _, _)| *n)
+        .collect();
+    names.sort_unstable();
+    let text = readme();
+    let start = text.find("## Metrics").expect("README has ## Metrics");
+    let section = &text[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut documented: Vec<&str> = section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| w.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+        .filter(|w| *w != "QuarantineReasons" && *w != "FunctionName" && *w != "METRICS_NAMESPACE")
+        .collect();
+    documented.sort_unstable();
+    documented.dedup();
+    assert_eq!(documented, names, "README ## Metrics");
+
+    let path = format!("{}/../../infra/schema.json", env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("schema.json")).expect("json");
+    let mut contract: Vec<&str> = schema["metrics"]["names"]
+        .as_array()
+        .expect("metrics.names")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    contract.sort_unstable();
+    assert_eq!(contract, names, "infra/schema.json metrics.names");
+}

@@ -1,9 +1,10 @@
 #![recursion_limit = "256"]
 //! Lambda entry point: tracing, typed config, the Kinesis client, the runtime loop.
 
-use aws_lambda_events::event::apigw::ApiGatewayV2httpRequest;
-use ingest::{Config, build, handle};
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use std::convert::Infallible;
+
+use ingest::{Config, Request, build, handle};
+use lambda_http::{Error, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -11,8 +12,8 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let app = build(&config).await;
     let app = &app;
-    run(service_fn(
-        move |event: LambdaEvent<ApiGatewayV2httpRequest>| handle(app, event),
-    ))
+    run(service_fn(move |req: Request| async move {
+        Ok::<_, Infallible>(handle(app, req).await)
+    }))
     .await
 }

@@ -1,10 +1,10 @@
--- Top 10 items per location, last 7 days, from the deduplicated view.
+-- Top 10 items per location, last 7 days, from the dashboard view.
 WITH item_counts AS (
   SELECT
     coalesce(geographical_location, 'UNKNOWN') AS location,
     item_name,
-    count(*) AS detections
-  FROM events_dedup
+    sum(detections) AS detections
+  FROM events_dashboard
   WHERE event_date >= date_format(current_date - INTERVAL '7' DAY, '%Y-%m-%d')
   GROUP BY 1, 2
 ),

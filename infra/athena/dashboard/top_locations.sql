@@ -1,9 +1,11 @@
--- Locations ranked by detections, last 7 days, from the deduplicated view.
+-- Locations ranked by detections, last 7 days, from the dashboard view. Distinct
+-- cameras over the whole week come from the rows' camera_ids (a sum of per-row camera
+-- counts would count a camera once per hour and item).
 SELECT
   coalesce(geographical_location, 'UNKNOWN') AS location,
-  count(*) AS detections,
-  count(DISTINCT video_camera_oid) AS cameras
-FROM events_dedup
+  sum(detections) AS detections,
+  cardinality(array_distinct(flatten(array_agg(camera_ids)))) AS cameras
+FROM events_dashboard
 WHERE event_date >= date_format(current_date - INTERVAL '7' DAY, '%Y-%m-%d')
 GROUP BY 1
 ORDER BY detections DESC, location

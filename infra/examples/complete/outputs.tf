@@ -23,6 +23,11 @@ output "claim_table_name" {
   value = module.sightline.claim_table_name
 }
 
+output "claim_table_prewarm_command" {
+  description = "Run once after the first apply when the claim table is on-demand (docs/deploy.md)."
+  value       = module.sightline.claim_table_prewarm_command
+}
+
 output "delivery_stream_name" {
   value = module.sightline.delivery_stream_name
 }

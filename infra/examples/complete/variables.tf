@@ -31,6 +31,36 @@ variable "dedup_window_secs" {
   default = 86400
 }
 
+variable "max_record_age_in_seconds" {
+  type    = number
+  default = 21600
+}
+
+variable "max_event_age_secs" {
+  type    = number
+  default = 604800
+}
+
+variable "function_timeout_secs" {
+  type    = number
+  default = 60
+}
+
+variable "claim_table_billing_mode" {
+  type    = string
+  default = "PAY_PER_REQUEST"
+}
+
+variable "claim_table_write_units" {
+  type    = number
+  default = 12000
+}
+
+variable "claim_table_max_write_units" {
+  type    = number
+  default = 40000
+}
+
 variable "batch_size" {
   type    = number
   default = 1000
@@ -58,7 +88,7 @@ variable "firehose_buffer_interval_seconds" {
 
 variable "athena_bytes_scanned_cutoff" {
   type    = number
-  default = 10737418240
+  default = 8589934592
 }
 
 variable "iterator_age_alarm_ms" {
@@ -74,6 +104,11 @@ variable "freshness_alarm_seconds" {
 variable "quarantine_rate_alarm_percent" {
   type    = number
   default = 1
+}
+
+variable "firehose_quota_alarm_percent" {
+  type    = number
+  default = 80
 }
 
 variable "log_retention_days" {
@@ -101,14 +136,19 @@ variable "quicksight_principal_arn" {
   default = ""
 }
 
+variable "quicksight_service_role_name" {
+  type    = string
+  default = "service-role/aws-quicksight-service-role-v0"
+}
+
 variable "lambda_zip_path" {
-  description = "bootstrap.zip from `cargo lambda build --release --arm64 --output-format zip`, relative to this directory. `terraform validate` does not read it; `plan` and `apply` do. If CARGO_TARGET_DIR is set (scripts/common.sh sets ~/.cache/sightline/target), pass that path instead."
+  description = "dedup-enrich's bootstrap.zip from scripts/build-lambda.sh, which writes $CARGO_TARGET_DIR/lambda/dedup-enrich/bootstrap.zip (~/.cache/sightline/target unless CARGO_TARGET_DIR is set). The default is the repo's own target/ (a plain `cargo lambda build --release --arm64 --output-format zip -p dedup-enrich` without CARGO_TARGET_DIR). `terraform validate` does not read it; `plan` and `apply` do."
   type        = string
   default     = "../../../target/lambda/dedup-enrich/bootstrap.zip"
 }
 
 variable "ingest_zip_path" {
-  description = "The ingest function's bootstrap.zip from the same `cargo lambda build`, relative to this directory (see lambda_zip_path)."
+  description = "The ingest function's bootstrap.zip from the same build, relative to this directory (see lambda_zip_path)."
   type        = string
   default     = "../../../target/lambda/ingest/bootstrap.zip"
 }
@@ -132,4 +172,10 @@ variable "ingest_throttling_burst_limit" {
 variable "ingest_server_error_alarm_percent" {
   type    = number
   default = 1
+}
+
+variable "force_destroy" {
+  description = "Let `terraform destroy` empty and delete the data and log buckets. Leave false for real stages; to tear down a test stage, apply once with true, then destroy (docs/deploy.md)."
+  type        = bool
+  default     = false
 }

@@ -1,5 +1,6 @@
 terraform {
-  required_version = ">= 1.5.0"
+  # The module needs 1.9 (cross-variable validation).
+  required_version = ">= 1.9.0"
 
   # No backend block: state is local. For a shared deployment add an S3 backend
   # (bucket, key, use_lockfile = true) here.

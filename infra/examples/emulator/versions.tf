@@ -1,5 +1,6 @@
 terraform {
-  required_version = ">= 1.5.0"
+  # The module needs 1.9 (cross-variable validation).
+  required_version = ">= 1.9.0"
 
   # No backend block: scripts/tf-emulator-e2e.sh keeps the state in a temporary
   # directory (-state), one per run.
@@ -40,6 +41,8 @@ provider "aws" {
     logs         = var.endpoint
     quicksight   = var.endpoint
     s3           = var.endpoint
+    scheduler    = var.endpoint
+    sfn          = var.endpoint
     sns          = var.endpoint
     sqs          = var.endpoint
     sts          = var.endpoint

@@ -4,8 +4,10 @@ resource "aws_glue_catalog_database" "this" {
 }
 
 # The output schema of infra/schema.json. Partition projection computes the
-# partitions from the S3 layout, so no crawler or MSCK REPAIR is needed; the range
-# ends a day ahead because a timestamp may be up to a day after arrival.
+# partitions from the S3 layout, so no crawler or MSCK REPAIR is needed. The range
+# holds every event_date the function can deliver: from arrival - MAX_EVENT_AGE_SECS
+# (at most 366 days) to arrival + 1 day. The start is fixed, not NOW-<n>DAYS, which
+# would hide older partitions the lake keeps (docs/deploy.md, "Partition projection").
 resource "aws_glue_catalog_table" "events" {
   name          = "events"
   database_name = aws_glue_catalog_database.this.name

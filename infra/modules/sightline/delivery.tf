@@ -46,10 +46,17 @@ data "aws_iam_policy_document" "firehose_events" {
     resources = [aws_s3_bucket.data["lake"].arn, "${aws_s3_bucket.data["lake"].arn}/*"]
   }
 
+  # For the lake's SSE-KMS objects only (Firehose encrypts its own buffer through a
+  # grant it creates with the stream).
   statement {
-    sid       = "DataKey"
+    sid       = "DataKeyThroughS3"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.data.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${local.region}.amazonaws.com"]
+    }
   }
 
   statement {
@@ -218,9 +225,25 @@ data "aws_iam_policy_document" "firehose_raw" {
   }
 
   statement {
-    sid       = "DataKey"
+    sid       = "DataKeyThroughKinesis"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.data.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["kinesis.${local.region}.amazonaws.com"]
+    }
+  }
+
+  statement {
+    sid       = "DataKeyThroughS3"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.data.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${local.region}.amazonaws.com"]
+    }
   }
 
   statement {

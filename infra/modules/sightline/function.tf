@@ -40,6 +40,8 @@ data "aws_iam_policy_document" "dedup_enrich" {
     resources = ["${aws_s3_bucket.data["quarantine"].arn}/${local.quarantine_prefix}*"]
   }
 
+  # What Lambda's Kinesis poller needs (no SubscribeToShard: no enhanced fan-out; no
+  # ListStreams: the mapping names the stream).
   statement {
     sid = "ReadStream"
     actions = [
@@ -48,15 +50,8 @@ data "aws_iam_policy_document" "dedup_enrich" {
       "kinesis:DescribeStream",
       "kinesis:DescribeStreamSummary",
       "kinesis:ListShards",
-      "kinesis:SubscribeToShard",
     ]
     resources = [aws_kinesis_stream.events.arn]
-  }
-
-  statement {
-    sid       = "ListStreamsHasNoResourceLevelPermissions"
-    actions   = ["kinesis:ListStreams"]
-    resources = ["*"]
   }
 
   statement {
@@ -65,10 +60,22 @@ data "aws_iam_policy_document" "dedup_enrich" {
     resources = [aws_sqs_queue.on_failure.arn]
   }
 
+  # Only through the services that hold data under this key: reading the stream, the
+  # on-failure queue, quarantine objects, the claim table.
   statement {
-    sid       = "DataKeyForStreamQueueAndQuarantine"
+    sid       = "DataKeyForStreamQueueQuarantineAndTable"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.data.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values = [
+        "kinesis.${local.region}.amazonaws.com",
+        "sqs.${local.region}.amazonaws.com",
+        "s3.${local.region}.amazonaws.com",
+        "dynamodb.${local.region}.amazonaws.com",
+      ]
+    }
   }
 
   statement {
@@ -108,9 +115,10 @@ resource "aws_lambda_function" "dedup_enrich" {
 
   # Memory and timeout: see template.yaml. In short, I/O bound work needs CPU share
   # more than memory (512 MB); a 1,000-record batch takes well under a second and the
-  # function keeps DEADLINE_RESERVE_MS in hand, so 60 s is room for back-off only.
+  # function keeps DEADLINE_RESERVE_MS plus the measured cost of its remaining steps in
+  # hand, so the 60 s default is room for back-off only.
   memory_size = 512
-  timeout     = 60
+  timeout     = var.function_timeout_secs
   kms_key_arn = aws_kms_key.data.arn
 
   tracing_config {
@@ -131,14 +139,33 @@ resource "aws_lambda_function" "dedup_enrich" {
       DEDUP_WINDOW_SECS   = tostring(var.dedup_window_secs)
       CLAIM_CONCURRENCY   = "64"
       PACK_MAX_EVENTS     = "500"
-      DEADLINE_RESERVE_MS = "2000"
-      METRICS_NAMESPACE   = local.metrics_namespace
-      RUST_LOG            = var.rust_log
+      DEADLINE_RESERVE_MS = local.deadline_reserve_ms
+      # The same variables that set the mapping, the stream and the timeout, so the
+      # function can check the dedup window and its reserve against them at init.
+      MAX_RECORD_AGE_SECS    = tostring(var.max_record_age_in_seconds)
+      STREAM_RETENTION_HOURS = tostring(var.stream_retention_hours)
+      FUNCTION_TIMEOUT_SECS  = tostring(var.function_timeout_secs)
+      MAX_EVENT_AGE_SECS     = tostring(var.max_event_age_secs)
+      METRICS_NAMESPACE      = local.metrics_namespace
+      RUST_LOG               = var.rust_log
+    }
+  }
+
+  lifecycle {
+    # The function refuses to start otherwise; refuse the plan instead.
+    precondition {
+      condition     = tonumber(local.deadline_reserve_ms) * 2 <= var.function_timeout_secs * 1000
+      error_message = "DEADLINE_RESERVE_MS (${local.deadline_reserve_ms}) must be at most half of function_timeout_secs."
     }
   }
 
   depends_on = [aws_iam_role_policy.dedup_enrich]
   tags       = local.tags
+}
+
+locals {
+  # Margin kept before the invocation deadline (infra/schema.json).
+  deadline_reserve_ms = "500"
 }
 
 resource "aws_lambda_event_source_mapping" "kinesis" {
@@ -151,10 +178,11 @@ resource "aws_lambda_event_source_mapping" "kinesis" {
   function_response_types            = ["ReportBatchItemFailures"]
   bisect_batch_on_function_error     = true
 
-  # Bounded: a poison batch is retried (and bisected) at most 10 times or for 6
-  # hours, then its shard/sequence range goes to the on-failure queue.
+  # Bounded: a poison batch is retried (and bisected) at most 10 times or for
+  # max_record_age_in_seconds (6 hours by default), then its shard/sequence range goes
+  # to the on-failure queue.
   maximum_retry_attempts        = 10
-  maximum_record_age_in_seconds = 21600
+  maximum_record_age_in_seconds = var.max_record_age_in_seconds
 
   destination_config {
     on_failure {

@@ -10,7 +10,8 @@ locals {
   prefix     = "sightline-${var.stage}"
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
-  region     = data.aws_region.current.name
+  # `id` is the region name on every provider version allowed (versions.tf).
+  region = data.aws_region.current.id
 
   # Bucket names: <prefix>-<account>-<region>-<role>, at most 61 characters.
   bucket_prefix = "${local.prefix}-${local.account_id}-${local.region}"
@@ -80,7 +81,7 @@ data "aws_iam_policy_document" "data_key" {
       resources = ["*"]
       principals {
         type        = "AWS"
-        identifiers = ["arn:${local.partition}:iam::${local.account_id}:role/service-role/aws-quicksight-service-role-v0"]
+        identifiers = ["arn:${local.partition}:iam::${local.account_id}:role/${var.quicksight_service_role_name}"]
       }
     }
   }

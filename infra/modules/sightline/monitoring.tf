@@ -61,6 +61,20 @@ locals {
       namespace   = "AWS/Lambda", metric = "Errors", stat = "Sum", dimensions = { FunctionName = aws_lambda_function.ingest.function_name }
       period      = 300, periods = 1, threshold = 1, operator = "GreaterThanOrEqualToThreshold"
     }
+    # Direct PUT throughput: the quota is per stream (docs/deploy.md). Throttled entries
+    # are re-sent by the function: capped throughput, not loss.
+    firehose-throttled-records = {
+      description = "The events delivery stream throttled PutRecordBatch entries (its Direct PUT quota of bytes, records or requests per second was exceeded); the function re-sends them, but throughput is capped. Request a quota increase."
+      namespace   = "AWS/Firehose", metric = "ThrottledRecords", stat = "Sum", dimensions = { DeliveryStreamName = aws_kinesis_firehose_delivery_stream.events.name }
+      period      = 300, periods = 1, threshold = 1, operator = "GreaterThanOrEqualToThreshold"
+    }
+    # Dynamic partitioning: at most 500 active partitions per stream by default; the
+    # excess goes to errors/events/ (activePartitionExceeded), not to the lake.
+    firehose-partition-count-exceeded = {
+      description = "The events delivery stream exceeded its active partition limit; records of the excess partitions went to errors/events/ in the lake bucket instead of the lake. Look for old or future event dates (max_event_age_secs) or raise the quota."
+      namespace   = "AWS/Firehose", metric = "PartitionCountExceeded", stat = "Maximum", dimensions = { DeliveryStreamName = aws_kinesis_firehose_delivery_stream.events.name }
+      period      = 300, periods = 1, threshold = 1, operator = "GreaterThanOrEqualToThreshold"
+    }
     raw-archive-freshness = {
       description = "The raw archive is more than 15 minutes behind the stream (its buffer is 300 s)."
       namespace   = "AWS/Firehose", metric = "DeliveryToS3.DataFreshness", stat = "Maximum", dimensions = { DeliveryStreamName = aws_kinesis_firehose_delivery_stream.raw.name }
@@ -126,6 +140,54 @@ resource "aws_cloudwatch_metric_alarm" "quarantine_rate" {
       dimensions  = local.function_dimensions
       period      = 300
       stat        = "Sum"
+    }
+  }
+
+  tags = local.tags
+}
+
+locals {
+  firehose_dimensions = { DeliveryStreamName = aws_kinesis_firehose_delivery_stream.events.name }
+  # Each usage metric (a 5-minute sum) against its per-second quota metric.
+  firehose_quota_metrics = {
+    bytes         = { metric = "IncomingBytes", stat = "Sum" }
+    bytesLimit    = { metric = "BytesPerSecondLimit", stat = "Minimum" }
+    records       = { metric = "IncomingRecords", stat = "Sum" }
+    recordsLimit  = { metric = "RecordsPerSecondLimit", stat = "Minimum" }
+    requests      = { metric = "IncomingPutRequests", stat = "Sum" }
+    requestsLimit = { metric = "PutRequestsPerSecondLimit", stat = "Minimum" }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "firehose_quota" {
+  alarm_name          = "${local.prefix}-firehose-quota"
+  alarm_description   = "The events delivery stream used more than firehose_quota_alarm_percent of its Direct PUT quota (the highest of bytes, records and requests per second) for 15 minutes; throttling is next."
+  evaluation_periods  = 3
+  datapoints_to_alarm = 3
+  threshold           = var.firehose_quota_alarm_percent
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+
+  metric_query {
+    id          = "used"
+    label       = "Percent of the Direct PUT quota (highest of bytes, records, requests)"
+    expression  = "100 * MAX([bytes / 300 / bytesLimit, records / 300 / recordsLimit, requests / 300 / requestsLimit])"
+    return_data = true
+  }
+
+  dynamic "metric_query" {
+    for_each = local.firehose_quota_metrics
+    content {
+      id = metric_query.key
+      metric {
+        namespace   = "AWS/Firehose"
+        metric_name = metric_query.value.metric
+        dimensions  = local.firehose_dimensions
+        period      = 300
+        stat        = metric_query.value.stat
+      }
     }
   }
 
@@ -302,6 +364,29 @@ resource "aws_cloudwatch_dashboard" "this" {
             ["AWS/Lambda", "Errors", "FunctionName", aws_lambda_function.ingest.function_name],
             [".", "Throttles", ".", "."],
             [".", "ConcurrentExecutions", ".", ".", { stat = "Maximum" }],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 0, y = 24, width = 12, height = 6
+        properties = {
+          title = "Firehose events: throttling and active partitions", region = local.region, period = 60, view = "timeSeries"
+          metrics = [
+            ["AWS/Firehose", "ThrottledRecords", "DeliveryStreamName", aws_kinesis_firehose_delivery_stream.events.name, { stat = "Sum" }],
+            [".", "PartitionCount", ".", ".", { stat = "Maximum" }],
+            [".", "ActivePartitionsLimit", ".", ".", { stat = "Minimum" }],
+            [".", "PartitionCountExceeded", ".", ".", { stat = "Maximum" }],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 12, y = 24, width = 12, height = 6
+        properties = {
+          title = "Firehose events: bytes in vs Direct PUT quota (bytes/s)", region = local.region, period = 300, view = "timeSeries"
+          metrics = [
+            [{ expression = "b / 300", label = "incoming bytes/s", id = "rate" }],
+            ["AWS/Firehose", "IncomingBytes", "DeliveryStreamName", aws_kinesis_firehose_delivery_stream.events.name, { id = "b", stat = "Sum", visible = false }],
+            [".", "BytesPerSecondLimit", ".", ".", { stat = "Minimum", label = "quota bytes/s" }],
           ]
         }
       },

@@ -33,25 +33,31 @@ resource "aws_quicksight_data_source" "athena" {
   tags = local.tags
 }
 
-resource "aws_quicksight_data_set" "events_dedup" {
+# On events_dashboard, DIRECT_QUERY: every visual queries Athena when it loads, so it
+# shows events as soon as they land in the lake (the open hours are read live), and each
+# query scans the small rollups plus at most 1.75 hours of raw events (docs/rollups.md).
+# SPICE would cost one scan per refresh instead of one per load, but its data would be as
+# old as its refresh interval (hourly at best on a schedule, 15 minutes with incremental
+# refresh): the open hours, the point of the dashboard, would lag by that. camera_ids is
+# left out (QuickSight has no array type); distinct cameras over a period come from
+# top_locations.sql.
+resource "aws_quicksight_data_set" "dashboard" {
   count          = local.quicksight_enabled ? 1 : 0
   aws_account_id = local.account_id
-  data_set_id    = "${local.prefix}-events-dedup"
-  name           = "Sightline ${var.stage} detections (deduplicated)"
-
-  # Every visual queries Athena live: freshness is the lake's, no SPICE refresh.
-  import_mode = "DIRECT_QUERY"
+  data_set_id    = "${local.prefix}-dashboard"
+  name           = "Sightline ${var.stage} detections (hourly rollups + live)"
+  import_mode    = "DIRECT_QUERY"
 
   physical_table_map {
-    physical_table_map_id = "eventsdedup"
+    physical_table_map_id = "eventsdashboard"
     relational_table {
       data_source_arn = aws_quicksight_data_source.athena[0].arn
       catalog         = "AwsDataCatalog"
       schema          = aws_glue_catalog_database.this.name
-      name            = aws_glue_catalog_table.events_dedup.name
+      name            = aws_glue_catalog_table.events_dashboard.name
 
       dynamic "input_columns" {
-        for_each = local.dedup_view_columns
+        for_each = [for c in local.dashboard_view_columns : c if c.name != "camera_ids"]
         content {
           name = input_columns.value.name
           type = input_columns.value.glue == "bigint" ? "INTEGER" : "STRING"

@@ -11,9 +11,12 @@ locals {
 resource "aws_s3_bucket" "data" {
   #checkov:skip=CKV_AWS_144:Single-region by design; raw/ is the replay source. Add cross-region replication per your DR policy.
   #checkov:skip=CKV2_AWS_62:Nothing consumes object-created events; Athena reads the lake through partition projection.
-  for_each      = local.data_buckets
-  bucket        = "${local.bucket_prefix}-${each.key}"
-  force_destroy = var.force_destroy
+  for_each = local.data_buckets
+  bucket   = "${local.bucket_prefix}-${each.key}"
+  # Query results are disposable (they expire after 7 days), so `terraform destroy`
+  # empties the athena bucket instead of failing on it; the data buckets follow
+  # force_destroy. (template.yaml retains all of them; docs/deploy.md, "Tear down".)
+  force_destroy = each.key == "athena" ? true : var.force_destroy
   tags          = local.tags
 }
 
@@ -121,6 +124,9 @@ resource "aws_s3_bucket_lifecycle_configuration" "lake" {
     id     = "housekeeping"
     status = "Enabled"
     filter {}
+    expiration {
+      expired_object_delete_marker = true
+    }
     noncurrent_version_expiration {
       noncurrent_days = 7
     }
@@ -148,6 +154,9 @@ resource "aws_s3_bucket_lifecycle_configuration" "quarantine" {
     id     = "housekeeping"
     status = "Enabled"
     filter {}
+    expiration {
+      expired_object_delete_marker = true
+    }
     noncurrent_version_expiration {
       noncurrent_days = 7
     }
@@ -190,6 +199,9 @@ resource "aws_s3_bucket_lifecycle_configuration" "raw" {
     id     = "housekeeping"
     status = "Enabled"
     filter {}
+    expiration {
+      expired_object_delete_marker = true
+    }
     noncurrent_version_expiration {
       noncurrent_days = 7
     }
@@ -214,6 +226,16 @@ resource "aws_s3_bucket_lifecycle_configuration" "athena" {
     }
     abort_incomplete_multipart_upload {
       days_after_initiation = 1
+    }
+  }
+
+  # A rule that expires after days cannot also expire delete markers.
+  rule {
+    id     = "expire-delete-markers"
+    status = "Enabled"
+    filter {}
+    expiration {
+      expired_object_delete_marker = true
     }
   }
 }
@@ -278,6 +300,15 @@ resource "aws_s3_bucket_lifecycle_configuration" "access_logs" {
       days_after_initiation = 1
     }
   }
+
+  rule {
+    id     = "expire-delete-markers"
+    status = "Enabled"
+    filter {}
+    expiration {
+      expired_object_delete_marker = true
+    }
+  }
 }
 
 data "aws_iam_policy_document" "access_logs" {
@@ -295,6 +326,12 @@ data "aws_iam_policy_document" "access_logs" {
       test     = "StringEquals"
       variable = "aws:SourceAccount"
       values   = [local.account_id]
+    }
+    # Only for this stack's data buckets.
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = [for name in sort(tolist(local.data_buckets)) : "arn:${local.partition}:s3:::${local.bucket_prefix}-${name}"]
     }
   }
 

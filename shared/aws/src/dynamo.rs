@@ -13,7 +13,9 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use sightline_core::ports::{Checkpoint, ClaimOutcome, ClaimRequest, ClaimStore, ExistingClaim};
+use sightline_core::ports::{
+    Checkpoint, ClaimOutcome, ClaimReader, ClaimRequest, ClaimStore, ExistingClaim,
+};
 use sightline_core::retry::{Classify, ErrorClass};
 use thiserror::Error;
 
@@ -327,5 +329,31 @@ impl ClaimStore for DynamoClaimStore {
                 table: self.table.clone(),
                 source: Box::new(source),
             })
+    }
+}
+
+impl ClaimReader for DynamoClaimStore {
+    type Error = DynamoError;
+
+    async fn read_claim(
+        &self,
+        event_id: i64,
+        now_secs: i64,
+    ) -> Result<Option<ExistingClaim>, DynamoError> {
+        let key = event_id.to_string();
+        let Some(item) = self.read(&key).await? else {
+            return Ok(None);
+        };
+        let expires_at = match item.get(ATTR_EXPIRES_AT) {
+            Some(AttributeValue::N(v)) => v
+                .parse::<i64>()
+                .map_err(|_| self.malformed(&key, "claim `expires_at` is not an integer"))?,
+            _ => return Err(self.malformed(&key, "claim has no numeric `expires_at`")),
+        };
+        // TTL deletion is lazy: an expired claim counts as absent.
+        if expires_at < now_secs {
+            return Ok(None);
+        }
+        self.existing(&key, &item).map(Some)
     }
 }

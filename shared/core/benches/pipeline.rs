@@ -120,14 +120,14 @@ fn whole_batch(c: &mut Criterion) {
         b.iter_batched(
             || {
                 offset += 1_000;
-                let p = Pipeline {
-                    store: MemoryStore::default(),
-                    sink: PackedSink::new(MemoryFirehose::default(), PackConfig::default()),
-                    quarantine: MemoryQuarantine::default(),
-                    clock: ManualClock::at(NOW_MS),
-                    locations: DatasetB::embedded().expect("dataset B"),
-                    config: PipelineConfig::default(),
-                };
+                let p = Pipeline::new(
+                    MemoryStore::default(),
+                    PackedSink::new(MemoryFirehose::default(), PackConfig::default()),
+                    MemoryQuarantine::default(),
+                    ManualClock::at(NOW_MS),
+                    DatasetB::embedded().expect("dataset B"),
+                    PipelineConfig::default(),
+                );
                 (p, records(1_000, offset))
             },
             |(p, batch)| {
@@ -142,14 +142,14 @@ fn whole_batch(c: &mut Criterion) {
         b.iter_batched(
             || {
                 offset += 1_000;
-                let p = Pipeline {
-                    store: MemoryStore::default(),
-                    sink: PackedSink::new(MemoryFirehose::default(), PackConfig::default()),
-                    quarantine: MemoryQuarantine::default(),
-                    clock: ManualClock::at(NOW_MS),
-                    locations: DatasetB::embedded().expect("dataset B"),
-                    config: PipelineConfig::default(),
-                };
+                let p = Pipeline::new(
+                    MemoryStore::default(),
+                    PackedSink::new(MemoryFirehose::default(), PackConfig::default()),
+                    MemoryQuarantine::default(),
+                    ManualClock::at(NOW_MS),
+                    DatasetB::embedded().expect("dataset B"),
+                    PipelineConfig::default(),
+                );
                 let plain = records(1_000, offset);
                 let batch: Vec<InputRecord> = plain
                     .chunks(100)

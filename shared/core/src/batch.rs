@@ -1,34 +1,54 @@
-//! Batch orchestration: decode -> claim -> quarantine -> deliver -> settle.
+//! Batch orchestration. One shard's batch goes through named phases over one
+//! state ([`ShardBatch`]), in this order:
+//!
+//! 1. **read checkpoint**: how far an earlier invocation of this same batch got;
+//! 2. **decode**: split KPL aggregates, validate, enrich, settle in-batch duplicates;
+//! 3. **claim**: one conditional put per new event, concurrently;
+//! 4. **resolve**: an own claim made by another batch is judged by that batch's checkpoint;
+//! 5. **deliver**: the claimed events before the cut, to the sink;
+//! 6. **quarantine**: the bad records before the cut, in bounded objects;
+//! 7. **settle**: the final fate of every unit, from the cut;
+//! 8. **write checkpoint**: the settled prefix, derived from those fates;
+//! 9. **mark and release** (failure path only): `delivered` marks where a retry
+//!    could not otherwise tell that an event was delivered, and releases of
+//!    claims whose events were not delivered.
 //!
 //! Invariants (see README "How duplicates are settled"):
 //! - every record ends in exactly one [`Fate`];
-//! - nothing at or after the first failure is delivered or quarantined by this
-//!   invocation, because Kinesis redelivers from the lowest failed sequence number;
+//! - units before the cut are settled, units at or after it are reported for
+//!   retry, and no checkpoint covers a record reported for retry;
 //! - an event's own earlier claim never turns it into a duplicate unless something
 //!   says it was delivered (a `delivered` mark, or a checkpoint covering it).
+//!
+//! Time: every call is bounded by the time left minus what the steps after it
+//! are expected to cost (measured latency, [`crate::cost`]). Delivery starts only
+//! when the budget still covers it, the quarantine put and the checkpoint write,
+//! so the invocation answers before Lambda's deadline instead of being killed
+//! after the sink accepted events.
 //!
 //! A KPL aggregated record is split first (see [`crate::kpl`]): each of its user
 //! records is a unit of its own through every step, and the cut never falls
 //! inside an aggregate, so a failure of any of its user records reports the
 //! aggregate's sequence number and the whole aggregate is retried.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use futures::stream;
 
+use crate::cost::{CostModel, Op};
 use crate::dataset_b::DatasetB;
-use crate::decode::{Rejection, decode_bytes, enrich};
+use crate::decode::{Rejection, decode_bytes_with, enrich};
 use crate::kpl;
 use crate::metrics::BatchStats;
 use crate::model::{InputRecord, OutputEvent};
 use crate::ports::{
     Checkpoint, ClaimOutcome, ClaimRequest, ClaimStore, EventSink, ExistingClaim, QuarantineStore,
 };
-use crate::quarantine::{self, BadRecord};
-use crate::retry::{Retrier, RetryCounters, RetryPolicy};
+use crate::quarantine::{self, BadRecord, QUARANTINE_OBJECT_MAX_BYTES};
+use crate::retry::{CallError, Classify, Retrier, RetryCounters, RetryPolicy};
 use crate::seq::sequence_le;
 use crate::time::{Clock, Deadline, MS_PER_SECOND};
 
@@ -59,19 +79,23 @@ pub enum DuplicateKind {
 /// Tunables of the batch logic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PipelineConfig {
+    /// How long claims, checkpoints and marks live (the TTL).
     pub dedup_window_secs: i64,
     pub claim_concurrency: usize,
     pub retry: RetryPolicy,
     pub quarantine_prefix: String,
+    /// Events older than this before their arrival are quarantined (`too_old`).
+    pub max_event_age_ms: i64,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            dedup_window_secs: 86_400,
-            claim_concurrency: 64,
+            dedup_window_secs: crate::defaults::DEDUP_WINDOW_SECS,
+            claim_concurrency: crate::defaults::CLAIM_CONCURRENCY,
             retry: RetryPolicy::default(),
-            quarantine_prefix: "quarantine/".into(),
+            quarantine_prefix: crate::defaults::QUARANTINE_PREFIX.into(),
+            max_event_age_ms: crate::decode::DEFAULT_MAX_EVENT_AGE_MS,
         }
     }
 }
@@ -101,42 +125,150 @@ pub struct Pipeline<S, K, Q, C> {
     pub clock: C,
     pub locations: DatasetB<'static>,
     pub config: PipelineConfig,
+    /// Measured latency of each port, kept across the invocations of a process.
+    pub costs: CostModel,
 }
 
-/// Per-record progress inside one shard's batch.
+impl<S, K, Q, C> Pipeline<S, K, Q, C> {
+    pub fn new(
+        store: S,
+        sink: K,
+        quarantine: Q,
+        clock: C,
+        locations: DatasetB<'static>,
+        config: PipelineConfig,
+    ) -> Self {
+        Pipeline {
+            store,
+            sink,
+            quarantine,
+            clock,
+            locations,
+            config,
+            costs: CostModel::default(),
+        }
+    }
+}
+
+/// Where a claimed event's claim came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClaimFrom {
+    /// Made by this invocation.
+    Fresh,
+    /// This record's own earlier claim, made by this same batch.
+    Own,
+    /// This record's own earlier claim, made by another batch (Kinesis retried
+    /// from a later point, or bisected the batch) whose checkpoint does not
+    /// cover it. Once delivered it is marked, so a later cut of the batch that
+    /// also finds that claim does not deliver it again.
+    Foreign,
+}
+
+/// Per-unit progress through the phases.
 enum Step<'a> {
+    /// Covered by this batch's own checkpoint.
     Replayed,
-    Rejected(Rejection),
-    Valid(OutputEvent<'a>),
-    Claimed {
-        event: OutputEvent<'a>,
-        reprocessed: bool,
-    },
+    /// Failed validation, or a KPL aggregate that cannot be split. The reason
+    /// is worked out again when the quarantine object is written, so a batch of
+    /// many bad records holds no message per record.
+    Rejected,
     Duplicate(DuplicateKind),
-    Failed,
-    Quarantined,
-    Delivered {
-        unknown_location: bool,
+    /// Decoded and new in the batch: to be claimed.
+    Valid(Box<OutputEvent<'a>>),
+    /// Ours to deliver.
+    Claimed {
+        event: Box<OutputEvent<'a>>,
+        from: ClaimFrom,
     },
-    /// Claimed, not delivered by this invocation: the claim must be released.
+    /// Its claim failed (`late`: was not made in time).
+    Unclaimed {
+        late: bool,
+    },
+    /// Accepted by the sink.
+    Sent {
+        unknown_location: bool,
+        from: ClaimFrom,
+    },
+    /// Claimed, not accepted by the sink: its claim is released.
     Unsent,
+    Quarantined {
+        reason: &'static str,
+    },
 }
 
-enum ClaimResult<E> {
-    NotStarted,
-    Done(Result<ClaimOutcome, E>),
+impl Step<'_> {
+    /// True when the unit has its final fate (if it stays before the cut).
+    fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Step::Replayed | Step::Duplicate(_) | Step::Sent { .. } | Step::Quarantined { .. }
+        )
+    }
 }
 
 /// One user record: a plain Kinesis record, one user record of a KPL aggregate,
 /// or a corrupt aggregate (which is quarantined whole).
 struct Unit<'a> {
-    /// Index of its Kinesis record in the shard's batch.
-    rec: usize,
     data: &'a [u8],
     /// Position inside its KPL aggregate; `None` for a plain record.
     sub: Option<u32>,
-    /// Why a KPL aggregate could not be split.
-    corrupt: Option<kpl::KplError>,
+}
+
+/// Which Kinesis record each unit belongs to.
+struct Layout {
+    /// Per unit, the index of its Kinesis record in the shard's batch.
+    rec: Vec<u32>,
+    /// Per Kinesis record, its first unit; plus the number of units at the end.
+    starts: Vec<usize>,
+}
+
+impl Layout {
+    fn record_of(&self, unit: usize) -> usize {
+        self.rec.get(unit).map_or(0, |r| *r as usize)
+    }
+
+    /// The first unit of `unit`'s Kinesis record (`unit` itself past the end).
+    fn record_start(&self, unit: usize) -> usize {
+        match self.rec.get(unit) {
+            Some(r) => self.starts[*r as usize],
+            None => unit,
+        }
+    }
+}
+
+/// Units before the cut get their final fate in this invocation; units at or
+/// after it are reported for retry. It only ever moves back, and always onto
+/// the first unit of a Kinesis record, because Kinesis retries whole records
+/// (aggregates included). It remembers why it stands where it does.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    at: usize,
+    why: Why,
+}
+
+/// Why records are reported for retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// Nothing is (the cut is past the end).
+    Nothing,
+    /// A call failed.
+    Failure,
+    /// The invocation's time ran out (a call not started, or cut short).
+    Deadline,
+}
+
+impl Cut {
+    fn at(self) -> usize {
+        self.at
+    }
+
+    fn back_to(&mut self, unit: usize, layout: &Layout, why: Why) {
+        let to = layout.record_start(unit);
+        if to < self.at {
+            self.at = to;
+            self.why = why;
+        }
+    }
 }
 
 /// What one Kinesis record became.
@@ -144,6 +276,36 @@ struct RecordOutcome {
     fate: Fate,
     /// Per user record of a split KPL aggregate; empty otherwise.
     user_fates: Vec<Fate>,
+}
+
+/// A failure path's bookkeeping call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fixup {
+    Mark,
+    Release,
+}
+
+/// One shard's batch on its way through the phases.
+struct ShardBatch<'a> {
+    records: Vec<&'a InputRecord>,
+    shard: &'a str,
+    batch_first: &'a str,
+    units: Vec<Unit<'a>>,
+    layout: Layout,
+    /// Per Kinesis record: a KPL aggregate that was split.
+    split: Vec<bool>,
+    /// Corrupt aggregates, by unit.
+    corrupt: HashMap<usize, kpl::KplError>,
+    steps: Vec<Step<'a>>,
+    /// Units covered by this batch's own checkpoint.
+    covered: usize,
+    cut: Cut,
+    now_secs: i64,
+    expires_at: i64,
+    /// Own claims made by other batches, by the batch (its first sequence).
+    lookups: BTreeMap<String, Vec<usize>>,
+    /// Expired claims this invocation took over.
+    took_over: u64,
 }
 
 impl<S, K, Q, C> Pipeline<S, K, Q, C>
@@ -158,12 +320,13 @@ where
     pub async fn process(&self, records: &[InputRecord], deadline: Deadline) -> BatchReport {
         let started = self.clock.now_ms();
         let counters = RetryCounters::default();
-        let retrier = Retrier {
-            policy: self.config.retry,
+        let retrier = Retrier::new(
+            self.config.retry,
             deadline,
-            clock: &self.clock,
-            counters: &counters,
-        };
+            &self.clock,
+            &counters,
+            &self.costs,
+        );
         let mut stats = BatchStats::default();
         let mut fates = vec![Fate::Retry; records.len()];
         let mut user_fates: Vec<Vec<Fate>> = vec![Vec::new(); records.len()];
@@ -177,7 +340,7 @@ where
         }
         for (_, idx) in groups {
             let shard: Vec<&InputRecord> = idx.iter().map(|i| &records[*i]).collect();
-            let outcomes = self.process_shard(&shard, &retrier, &mut stats).await;
+            let outcomes = self.process_shard(shard, &retrier, &mut stats).await;
             for (i, o) in idx.into_iter().zip(outcomes) {
                 fates[i] = o.fate;
                 user_fates[i] = o.user_fates;
@@ -185,6 +348,7 @@ where
         }
         stats.retries = counters.retries();
         stats.throttled = counters.throttled();
+        stats.timed_out = counters.timed_out();
         // Every user record is counted once: a split aggregate by its user records.
         let counted = fates.iter().zip(&user_fates).flat_map(|(f, users)| {
             if users.is_empty() {
@@ -228,76 +392,106 @@ where
 
     async fn process_shard(
         &self,
-        records: &[&InputRecord],
+        records: Vec<&InputRecord>,
         retrier: &Retrier<'_>,
         stats: &mut BatchStats,
     ) -> Vec<RecordOutcome> {
-        let Some(first) = records.first() else {
+        let Some(mut batch) = ShardBatch::new(records, self, stats) else {
             return Vec::new();
         };
-        let shard = first.shard_id.as_str();
-        let batch_first = first.sequence_number.as_str();
-        let now_secs = self.clock.now_ms().div_euclid(MS_PER_SECOND);
-        let expires_at = now_secs + self.config.dedup_window_secs;
+        if !self.read_checkpoint(&mut batch, retrier).await {
+            return batch.all_retried();
+        }
+        self.decode(&mut batch);
+        let bad = batch.steps.iter().any(|s| matches!(s, Step::Rejected));
+        self.claim(&mut batch, retrier, bad).await;
+        self.resolve(&mut batch, retrier, bad).await;
+        #[cfg(feature = "fault-points")]
+        crate::fault_points::hit("after-claims");
+        self.deliver(&mut batch, retrier, stats).await;
+        self.quarantine(&mut batch, retrier).await;
+        let fixups = batch.settle(stats);
+        self.write_checkpoint(&batch, retrier, stats).await;
+        self.mark_and_release(&batch, &fixups, retrier, stats).await;
+        batch.outcomes(stats)
+    }
 
-        // Split KPL aggregates: from here on, everything works on user records
-        // ("units"); `starts[r]` is the first unit of Kinesis record `r`.
-        let (mut units, starts, split) = expand(records, stats);
-        let n = units.len();
+    /// What delivery, the quarantine put, the checkpoint write and one round of
+    /// failure-path marks are expected to cost: kept in hand by every call
+    /// before delivery.
+    fn downstream_ms(&self, retrier: &Retrier<'_>, bad: bool) -> i64 {
+        retrier.cost_ms(Op::Sink) + self.after_delivery_ms(retrier, bad)
+    }
 
-        // 0. Has an earlier invocation of this batch settled a prefix of it?
-        let covered = match retrier
-            .run(|| self.store.get_checkpoint(shard, batch_first, now_secs))
-            .await
-        {
-            Ok(Some(cp)) => starts[covered_prefix(records, &cp.last_sequence)],
-            Ok(None) => 0,
-            Err(e) => {
-                tracing::warn!(error = %chain(&e), shard, "checkpoint read failed; whole batch retried");
-                return outcomes(&starts, &split, vec![Fate::Retry; n]);
-            }
+    /// The quarantine put (when there are bad records), the checkpoint write and
+    /// one round of marks: kept in hand by delivery.
+    fn after_delivery_ms(&self, retrier: &Retrier<'_>, bad: bool) -> i64 {
+        let quarantine = if bad {
+            retrier.cost_ms(Op::Quarantine)
+        } else {
+            0
         };
+        quarantine + 2 * retrier.cost_ms(Op::Store)
+    }
 
-        // 1. Decode, validate, enrich; 2. settle in-batch duplicates in memory.
-        let mut seen = HashSet::with_capacity(n);
-        let mut steps: Vec<Step<'_>> = units
-            .iter_mut()
-            .enumerate()
-            .map(|(i, u)| {
-                if i < covered {
-                    return Step::Replayed;
-                }
-                if let Some(e) = u.corrupt.take() {
-                    return Step::Rejected(Rejection::Aggregate(e));
-                }
-                let r = records[u.rec];
-                match decode_bytes(u.data, r.arrival_ms).map(|e| enrich(e, r, &self.locations)) {
-                    Err(why) => Step::Rejected(why),
+    /// Phase 1: has an earlier invocation of this batch settled a prefix of it?
+    /// False when the checkpoint cannot be read (the whole batch is retried).
+    async fn read_checkpoint(&self, b: &mut ShardBatch<'_>, retrier: &Retrier<'_>) -> bool {
+        let read = retrier
+            .for_op(Op::Store, 0)
+            .run(|| {
+                self.store
+                    .get_checkpoint(b.shard, b.batch_first, b.now_secs)
+            })
+            .await;
+        match read {
+            Ok(Some(cp)) => {
+                let prefix = b
+                    .records
+                    .iter()
+                    .take_while(|r| sequence_le(&r.sequence_number, &cp.last_sequence))
+                    .count();
+                b.covered = b.layout.starts[prefix];
+                true
+            }
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), shard = b.shard, "checkpoint read failed; whole batch retried");
+                false
+            }
+        }
+    }
+
+    /// Phase 2: decode, validate, enrich; settle in-batch duplicates in memory.
+    fn decode<'a>(&self, b: &mut ShardBatch<'a>) {
+        let mut seen = HashSet::with_capacity(b.units.len());
+        for (i, u) in b.units.iter().enumerate() {
+            let step = if i < b.covered {
+                Step::Replayed
+            } else if b.corrupt.contains_key(&i) {
+                Step::Rejected
+            } else {
+                let r = b.records[b.layout.record_of(i)];
+                match decode_bytes_with(u.data, r.arrival_ms, self.config.max_event_age_ms) {
+                    Err(_) => Step::Rejected,
                     Ok(e) if !seen.insert(e.detection_oid) => {
                         Step::Duplicate(DuplicateKind::InBatch)
                     }
-                    Ok(e) => Step::Valid(e),
+                    Ok(e) => Step::Valid(Box::new(enrich(e, r, &self.locations))),
                 }
-            })
-            .collect();
+            };
+            b.steps.push(step);
+        }
+    }
 
-        // 3. Claim, concurrently; claims past a failure are not started.
-        let units = &units;
-        // The cut only ever falls on a Kinesis record's first unit: Kinesis
-        // retries whole records, aggregates included.
-        let align = |cut: usize| units.get(cut).map_or(cut, |u| starts[u.rec]);
-        let owners: Vec<String> = units
-            .iter()
-            .map(|u| {
-                let r = records[u.rec];
-                match u.sub {
-                    None => r.owner(),
-                    Some(k) => r.user_record_owner(k),
-                }
-            })
-            .collect();
-        let mut event_ids: Vec<Option<i64>> = vec![None; n];
-        let to_claim: Vec<(usize, i64)> = steps
+    /// Phase 3: claim every valid unit, concurrently. Claims past a failure are
+    /// not started, nor are claims once the time left no longer covers one more
+    /// claim and everything after it.
+    async fn claim(&self, b: &mut ShardBatch<'_>, retrier: &Retrier<'_>, bad: bool) {
+        let downstream = self.downstream_ms(retrier, bad);
+        let claims = retrier.for_op(Op::Store, downstream);
+        let to_claim: Vec<(usize, i64)> = b
+            .steps
             .iter()
             .enumerate()
             .filter_map(|(i, s)| match s {
@@ -305,71 +499,77 @@ where
                 _ => None,
             })
             .collect();
-        for (i, id) in &to_claim {
-            event_ids[*i] = Some(*id);
-        }
+        let n = b.units.len();
         let lowest_failed = AtomicUsize::new(n);
-        let results: Vec<(usize, ClaimResult<S::Error>)> = stream::iter(to_claim)
+        let batch = &*b;
+        let results: Vec<(usize, Option<Result<ClaimOutcome, _>>)> = stream::iter(to_claim)
             .map(|(i, event_id)| {
-                let owner = owners[i].as_str();
                 let lowest_failed = &lowest_failed;
+                let claims = &claims;
                 async move {
-                    if i > lowest_failed.load(Ordering::Relaxed) || retrier.out_of_time() {
+                    let room = claims.allows(claims.cost_ms(Op::Store) + downstream);
+                    if i > lowest_failed.load(Ordering::Relaxed) || !room {
                         lowest_failed.fetch_min(i, Ordering::Relaxed);
-                        return (i, ClaimResult::NotStarted);
+                        return (i, None);
                     }
+                    let owner = batch.owner(i);
                     let req = ClaimRequest {
                         event_id,
-                        owner,
-                        batch_first_sequence: batch_first,
-                        now_secs,
-                        expires_at,
+                        owner: &owner,
+                        batch_first_sequence: batch.batch_first,
+                        now_secs: batch.now_secs,
+                        expires_at: batch.expires_at,
                     };
-                    let out = retrier.run(|| self.store.claim(&req)).await;
+                    let out = claims.run(|| self.store.claim(&req)).await;
                     if out.is_err() {
                         lowest_failed.fetch_min(i, Ordering::Relaxed);
                     }
-                    (i, ClaimResult::Done(out))
+                    (i, Some(out))
                 }
             })
             .buffer_unordered(self.config.claim_concurrency.max(1))
             .collect()
             .await;
 
-        let mut lookups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut claim_error = None;
+        let mut not_started = 0usize;
         for (i, result) in results {
-            let step = std::mem::replace(&mut steps[i], Step::Failed);
-            let Step::Valid(event) = step else {
+            let Step::Valid(event) =
+                std::mem::replace(&mut b.steps[i], Step::Unclaimed { late: false })
+            else {
                 continue;
             };
-            steps[i] = match result {
-                ClaimResult::NotStarted => Step::Failed,
-                ClaimResult::Done(Err(e)) => {
-                    claim_error.get_or_insert(e);
-                    Step::Failed
+            b.steps[i] = match result {
+                None => {
+                    not_started += 1;
+                    Step::Unclaimed { late: true }
                 }
-                ClaimResult::Done(Ok(ClaimOutcome::Claimed { took_over_expired })) => {
+                Some(Err(e)) => {
+                    let late = matches!(e, CallError::Time(_));
+                    claim_error.get_or_insert(e);
+                    Step::Unclaimed { late }
+                }
+                Some(Ok(ClaimOutcome::Claimed { took_over_expired })) => {
                     if took_over_expired {
-                        stats.expired_claims_taken_over += 1;
+                        b.took_over += 1;
                     }
                     Step::Claimed {
                         event,
-                        reprocessed: false,
+                        from: ClaimFrom::Fresh,
                     }
                 }
-                ClaimResult::Done(Ok(ClaimOutcome::Held(held))) => {
-                    match judge_held(&held, &owners[i], batch_first) {
+                Some(Ok(ClaimOutcome::Held(held))) => {
+                    match judge_held(&held, &b.owner(i), b.batch_first) {
                         Held::Duplicate(kind) => Step::Duplicate(kind),
-                        Held::Reprocess => Step::Claimed {
+                        Held::Own => Step::Claimed {
                             event,
-                            reprocessed: true,
+                            from: ClaimFrom::Own,
                         },
                         Held::AskCheckpoint(batch) => {
-                            lookups.entry(batch).or_default().push(i);
+                            b.lookups.entry(batch).or_default().push(i);
                             Step::Claimed {
                                 event,
-                                reprocessed: true,
+                                from: ClaimFrom::Foreign,
                             }
                         }
                     }
@@ -377,203 +577,446 @@ where
             };
         }
         if let Some(e) = &claim_error {
-            tracing::warn!(error = %chain(e), shard, "claim failed; records from it onwards retried");
+            tracing::warn!(error = %chain(e), shard = b.shard, "claim failed; records from it onwards retried");
         }
+        if not_started > 0 && claim_error.is_none() {
+            tracing::warn!(
+                shard = b.shard,
+                not_started,
+                "invocation deadline near: claims not started; those records are retried"
+            );
+        }
+        b.cut_at_unclaimed();
+    }
 
-        // Own claims from another batch: did that batch's checkpoint cover them?
-        for (batch, idx) in lookups {
-            match retrier
-                .run(|| self.store.get_checkpoint(shard, &batch, now_secs))
+    /// Phase 4: own claims made by another batch. Did that batch's checkpoint
+    /// cover them? Then they are replays; otherwise they are delivered here.
+    async fn resolve(&self, b: &mut ShardBatch<'_>, retrier: &Retrier<'_>, bad: bool) {
+        let lookups = std::mem::take(&mut b.lookups);
+        let reads = retrier.for_op(Op::Store, self.downstream_ms(retrier, bad));
+        for (batch, mut idx) in lookups {
+            idx.sort_unstable();
+            match reads
+                .run(|| self.store.get_checkpoint(b.shard, &batch, b.now_secs))
                 .await
             {
-                Ok(cp) => {
-                    for i in idx {
-                        let covered = cp.as_ref().is_some_and(|cp| {
-                            sequence_le(&records[units[i].rec].sequence_number, &cp.last_sequence)
-                        });
-                        if covered {
-                            steps[i] = Step::Duplicate(DuplicateKind::Replayed);
+                Ok(Some(cp)) => {
+                    // That batch settled every record from its first through
+                    // `last_sequence`: the claimed ones asked about, and any bad
+                    // record in that range (a bisected half of a batch that
+                    // quarantined it must not quarantine it again).
+                    for (i, step) in b.steps.iter_mut().enumerate() {
+                        let seq = &b.records[b.layout.record_of(i)].sequence_number;
+                        let in_range = sequence_le(&cp.first_sequence, seq)
+                            && sequence_le(seq, &cp.last_sequence);
+                        let asked = idx.binary_search(&i).is_ok();
+                        if in_range && (asked || matches!(step, Step::Rejected)) {
+                            *step = Step::Duplicate(DuplicateKind::Replayed);
                         }
                     }
                 }
+                Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(error = %chain(&e), shard, "checkpoint lookup failed");
+                    tracing::warn!(error = %chain(&e), shard = b.shard, "checkpoint lookup failed");
+                    let late = matches!(e, CallError::Time(_));
                     for i in idx {
-                        steps[i] = Step::Failed;
+                        b.steps[i] = Step::Unclaimed { late };
                     }
                 }
             }
         }
+        b.cut_at_unclaimed();
+    }
 
-        #[cfg(feature = "fault-points")]
-        crate::fault_points::hit("after-claims");
-
-        let mut cut = first_index(&steps, |s| matches!(s, Step::Failed)).unwrap_or(n);
-        if retrier.out_of_time() {
-            cut = cut.min(first_unsettled(&steps).unwrap_or(n));
-        }
-        cut = align(cut);
-        if cut < n && retrier.out_of_time() {
+    /// Phase 5: deliver the claimed events before the cut, in order. Starts only
+    /// when the time left covers one delivery attempt and everything after it;
+    /// each attempt keeps that time in hand.
+    async fn deliver(&self, b: &mut ShardBatch<'_>, retrier: &Retrier<'_>, stats: &mut BatchStats) {
+        let cut = b.cut.at();
+        let claimed: Vec<usize> = (0..cut)
+            .filter(|i| matches!(b.steps[*i], Step::Claimed { .. }))
+            .collect();
+        let Some(&first) = claimed.first() else {
+            return;
+        };
+        let bad = (0..cut).any(|i| matches!(b.steps[i], Step::Rejected));
+        let keep = self.after_delivery_ms(retrier, bad);
+        if !retrier.allows(retrier.cost_ms(Op::Sink) + keep) {
             tracing::warn!(
-                shard,
-                unfinished = n - cut,
-                "invocation deadline near; unfinished records reported for retry"
+                shard = b.shard,
+                "invocation deadline near: no time to deliver; claimed records retried"
             );
+            b.cut.back_to(first, &b.layout, Why::Deadline);
+            return;
         }
-
-        // 4. Deliver claimed events before the cut, in order.
-        let mut send_idx = Vec::new();
-        let mut events = Vec::new();
-        for (i, step) in steps.iter_mut().enumerate().take(cut) {
-            if let Step::Claimed { .. } = step
-                && let Step::Claimed { event, reprocessed } = std::mem::replace(step, Step::Unsent)
+        let mut events = Vec::with_capacity(claimed.len());
+        let mut from = Vec::with_capacity(claimed.len());
+        for &i in &claimed {
+            if let Step::Claimed { event, from: f } =
+                std::mem::replace(&mut b.steps[i], Step::Unsent)
             {
-                if reprocessed {
+                events.push(*event);
+                from.push(f);
+            }
+        }
+        let delivery = self
+            .sink
+            .deliver(&events, &retrier.for_op(Op::Sink, keep))
+            .await;
+        if let Some(e) = &delivery.error {
+            tracing::warn!(error = %chain(e), shard = b.shard, "delivery incomplete; records from the first rejected one retried");
+        }
+        let why = if delivery.error.as_ref().is_some_and(Classify::is_deadline) {
+            Why::Deadline
+        } else {
+            Why::Failure
+        };
+        for (k, ((&i, event), f)) in claimed.iter().zip(&events).zip(from).enumerate() {
+            if delivery.accepted.get(k).copied().unwrap_or(false) {
+                if f != ClaimFrom::Fresh {
                     stats.reprocessed += 1;
                 }
-                send_idx.push(i);
-                events.push(event);
+                b.steps[i] = Step::Sent {
+                    unknown_location: event.geographical_location.is_none(),
+                    from: f,
+                };
+            } else {
+                b.cut.back_to(i, &b.layout, why);
             }
         }
-        let mut accepted = Vec::new();
-        if !events.is_empty() {
-            let delivery = self.sink.deliver(&events, retrier).await;
-            if let Some(e) = &delivery.error {
-                tracing::warn!(error = %chain(e), shard, "delivery incomplete; records from the first rejected one retried");
-            }
-            if let Some(k) = delivery.accepted.iter().position(|ok| !ok) {
-                cut = align(cut.min(send_idx[k]));
-            }
-            for ((i, event), ok) in send_idx.iter().zip(&events).zip(&delivery.accepted) {
-                if *ok {
-                    accepted.push((*i, event.geographical_location.is_none()));
-                }
-            }
-        }
-        drop(events);
+    }
 
-        // 5. Quarantine bad records before the cut, one object per batch. After
-        // delivery, so a delivery failure never leaves quarantined records behind
-        // the cut (they would be quarantined again on the retry).
-        if retrier.out_of_time()
-            && let Some(first_bad) = first_index(&steps, |s| matches!(s, Step::Rejected(_)))
-        {
-            cut = align(cut.min(first_bad));
-        }
-        let bad: Vec<usize> = (0..cut)
-            .filter(|i| matches!(steps[*i], Step::Rejected(_)))
+    /// Phase 6: quarantine the bad records before the cut. Always tried when
+    /// there are some: a put's attempts are bounded by the time left minus the
+    /// checkpoint write. Objects hold at most about
+    /// [`QUARANTINE_OBJECT_MAX_BYTES`], so a batch of many bad records never holds
+    /// more than one object in memory. A KPL aggregate's bad user records start
+    /// an object of their own and are split inside the aggregate when needed;
+    /// the objects of a record are therefore the same, under the same keys,
+    /// whenever the record is retried, and a retry overwrites them rather than
+    /// adding copies. A failed object moves the cut to its record's start and
+    /// later objects are not written.
+    async fn quarantine(&self, b: &mut ShardBatch<'_>, retrier: &Retrier<'_>) {
+        let bad: Vec<usize> = (0..b.cut.at())
+            .filter(|i| matches!(b.steps[*i], Step::Rejected))
             .collect();
-        if let Some(&first_bad) = bad.first() {
-            let entries: Vec<BadRecord<'_>> = bad
-                .iter()
-                .filter_map(|i| match &steps[*i] {
-                    Step::Rejected(why) => Some(BadRecord {
-                        record: records[units[*i].rec],
-                        user_record: units[*i].sub.map(|k| (k, units[*i].data)),
-                        why,
-                    }),
-                    _ => None,
-                })
-                .collect();
-            let key = quarantine::object_key(
-                &self.config.quarantine_prefix,
-                records[units[first_bad].rec],
-            );
-            let written = match quarantine::render_bad(&entries) {
-                Ok(body) => retrier
-                    .run(|| self.quarantine.put_object(&key, body.clone()))
-                    .await
-                    .map_err(|e| tracing::warn!(error = %chain(&e), key, "quarantine write failed; bad records retried"))
-                    .is_ok(),
-                Err(e) => {
-                    tracing::warn!(error = %chain(&e), "quarantine render failed");
-                    false
-                }
+        if bad.is_empty() {
+            return;
+        }
+        let puts = retrier.for_op(Op::Quarantine, 2 * retrier.cost_ms(Op::Store));
+        let mut body = Vec::new();
+        let mut in_object: Vec<(usize, &'static str)> = Vec::new();
+        for (k, &i) in bad.iter().enumerate() {
+            let rec = b.layout.record_of(i);
+            let why = b.rejection(i, self.config.max_event_age_ms);
+            let line = BadRecord {
+                record: b.records[rec],
+                user_record: b.units[i].sub.map(|s| (s, b.units[i].data)),
+                why: &why,
             };
-            if written {
-                for &i in &bad {
-                    if let Step::Rejected(why) = &steps[i] {
-                        *stats.quarantine_reasons.entry(why.code()).or_default() += 1;
-                    }
-                    steps[i] = Step::Quarantined;
-                }
-            } else {
-                cut = align(cut.min(first_bad));
+            if let Err(e) = quarantine::render_line(&mut body, &line) {
+                tracing::warn!(error = %chain(&e), "quarantine render failed; bad records retried");
+                b.cut.back_to(
+                    in_object.first().map_or(i, |f| f.0),
+                    &b.layout,
+                    Why::Failure,
+                );
+                return;
+            }
+            in_object.push((i, why.code()));
+            let next = bad.get(k + 1).copied();
+            let next_rec = next.map(|j| b.layout.record_of(j));
+            let aggregate_next = next.is_some_and(|j| b.units[j].sub.is_some());
+            let close = match next_rec {
+                None => true,
+                // Inside one record: split only a big aggregate.
+                Some(r) if r == rec => body.len() >= QUARANTINE_OBJECT_MAX_BYTES,
+                // At a record boundary: when big enough, or before an aggregate.
+                Some(_) => body.len() >= QUARANTINE_OBJECT_MAX_BYTES || aggregate_next,
+            };
+            if !close {
+                continue;
+            }
+            let first = in_object[0].0;
+            let key = quarantine::object_key_at(
+                &self.config.quarantine_prefix,
+                b.records[b.layout.record_of(first)],
+                b.units[first].sub.filter(|s| *s > 0),
+            );
+            let sent = std::mem::take(&mut body);
+            let put = puts
+                .run(|| self.quarantine.put_object(&key, sent.clone()))
+                .await;
+            if let Err(e) = put {
+                tracing::warn!(error = %chain(&e), key, "quarantine write failed; bad records from it onwards retried");
+                let why = if e.is_deadline() {
+                    Why::Deadline
+                } else {
+                    Why::Failure
+                };
+                b.cut.back_to(first, &b.layout, why);
+                return;
+            }
+            for (q, reason) in in_object.drain(..) {
+                b.steps[q] = Step::Quarantined { reason };
             }
         }
+    }
 
-        // Accepted events before the final cut are delivered; after it, Firehose
-        // has them even though an earlier record failed, so the retry must skip them.
-        let mut accepted_after_cut = Vec::new();
-        for (i, unknown_location) in accepted {
-            if i < cut {
-                steps[i] = Step::Delivered { unknown_location };
-            } else {
-                accepted_after_cut.push(i);
-                steps[i] = Step::Failed;
-            }
+    /// Phase 8: one checkpoint item says how far this batch is settled. Written
+    /// before any mark or release, and derived from the settled prefix only.
+    async fn write_checkpoint(
+        &self,
+        b: &ShardBatch<'_>,
+        retrier: &Retrier<'_>,
+        stats: &mut BatchStats,
+    ) {
+        let cut = b.cut.at();
+        if cut <= b.covered || cut == 0 {
+            return;
         }
+        let cp = Checkpoint {
+            shard_id: b.shard.to_string(),
+            first_sequence: b.batch_first.to_string(),
+            last_sequence: b.records[b.layout.record_of(cut - 1)]
+                .sequence_number
+                .clone(),
+            expires_at: b.expires_at,
+        };
+        if let Err(e) = retrier
+            .for_op(Op::Store, 0)
+            .run(|| self.store.put_checkpoint(&cp))
+            .await
+        {
+            stats.checkpoint_failed += 1;
+            tracing::warn!(error = %chain(&e), shard = b.shard, "checkpoint write failed");
+        }
+    }
 
-        // 6. Settle: marks for accepted-after-cut, releases for undelivered claims.
-        let to_release: Vec<usize> = steps
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| matches!(s, Step::Unsent | Step::Claimed { .. }))
-            .map(|(i, _)| i)
-            .collect();
-        let marks = stream::iter(accepted_after_cut.iter().map(|&i| (i, true)))
-            .chain(stream::iter(to_release.iter().map(|&i| (i, false))))
-            .map(|(i, mark)| {
-                let owner = owners[i].as_str();
-                let id = event_ids[i];
+    /// Phase 9 (failure path): marks for accepted events a retry would otherwise
+    /// deliver again, releases for claims whose events were not delivered.
+    async fn mark_and_release(
+        &self,
+        b: &ShardBatch<'_>,
+        fixups: &[(usize, Fixup)],
+        retrier: &Retrier<'_>,
+        stats: &mut BatchStats,
+    ) {
+        if fixups.is_empty() {
+            return;
+        }
+        let calls = retrier.for_op(Op::Store, 0);
+        let results = stream::iter(fixups.iter().copied())
+            .map(|(i, fix)| {
+                let calls = &calls;
                 async move {
-                    let ok = match id {
-                        Some(id) if mark => retrier
-                            .run(|| self.store.mark_delivered(id, owner))
+                    let owner = b.owner(i);
+                    let Some(id) = b.event_id(i) else {
+                        return (fix, false);
+                    };
+                    let ok = match fix {
+                        Fixup::Mark => calls
+                            .run(|| self.store.mark_delivered(id, &owner))
                             .await
                             .is_ok(),
-                        Some(id) => retrier.run(|| self.store.release(id, owner)).await.is_ok(),
-                        None => false,
+                        Fixup::Release => {
+                            calls.run(|| self.store.release(id, &owner)).await.is_ok()
+                        }
                     };
-                    (mark, ok)
+                    (fix, ok)
                 }
             })
             .buffer_unordered(self.config.claim_concurrency.max(1))
             .collect::<Vec<_>>()
             .await;
-        for (mark, ok) in marks {
-            if !ok {
-                if mark {
-                    stats.marks_failed += 1;
-                } else {
-                    stats.releases_failed += 1;
-                }
+        for (fix, ok) in results {
+            match (fix, ok) {
+                (Fixup::Mark, true) => stats.marks_written += 1,
+                (Fixup::Mark, false) => stats.marks_failed += 1,
+                (Fixup::Release, true) => {}
+                (Fixup::Release, false) => stats.releases_failed += 1,
             }
         }
         if stats.marks_failed > 0 {
             tracing::warn!(
-                shard,
+                shard = b.shard,
                 marks_failed = stats.marks_failed,
                 "delivered marks failed: those events will be delivered again on retry"
             );
         }
+    }
+}
 
-        // 7. One checkpoint item says how far this batch is settled.
-        if cut > covered {
-            let cp = Checkpoint {
-                shard_id: shard.to_string(),
-                first_sequence: batch_first.to_string(),
-                last_sequence: records[units[cut - 1].rec].sequence_number.clone(),
-                expires_at,
-            };
-            if let Err(e) = retrier.run(|| self.store.put_checkpoint(&cp)).await {
-                stats.checkpoint_failed += 1;
-                tracing::warn!(error = %chain(&e), shard, "checkpoint write failed");
+impl<'a> ShardBatch<'a> {
+    /// Splits the KPL aggregates of a shard's batch into units, one per user
+    /// record. `None` for an empty batch.
+    fn new<S, K, Q, C: Clock>(
+        records: Vec<&'a InputRecord>,
+        pipeline: &Pipeline<S, K, Q, C>,
+        stats: &mut BatchStats,
+    ) -> Option<Self> {
+        let first = *records.first()?;
+        let now_secs = pipeline.clock.now_ms().div_euclid(MS_PER_SECOND);
+        let mut units = Vec::with_capacity(records.len());
+        let mut rec_of = Vec::with_capacity(records.len());
+        let mut starts = Vec::with_capacity(records.len() + 1);
+        let mut split = vec![false; records.len()];
+        let mut corrupt = HashMap::new();
+        for (rec, r) in records.iter().enumerate() {
+            starts.push(units.len());
+            // At most 10,000 records per batch: always fits.
+            let rec32 = u32::try_from(rec).unwrap_or(u32::MAX);
+            let data = r.data.as_slice();
+            if !kpl::is_aggregated(data) {
+                units.push(Unit { data, sub: None });
+                rec_of.push(rec32);
+                continue;
+            }
+            stats.kpl_aggregates += 1;
+            match kpl::deaggregate(data) {
+                Ok(users) => {
+                    split[rec] = true;
+                    stats.kpl_user_records += users.len() as u64;
+                    for (k, u) in users.into_iter().enumerate() {
+                        units.push(Unit {
+                            data: u.data,
+                            // At most MAX_USER_RECORDS_PER_AGGREGATE: always fits.
+                            sub: Some(u32::try_from(k).unwrap_or(u32::MAX)),
+                        });
+                        rec_of.push(rec32);
+                    }
+                }
+                Err(e) => {
+                    corrupt.insert(units.len(), e);
+                    units.push(Unit { data, sub: None });
+                    rec_of.push(rec32);
+                }
             }
         }
+        starts.push(units.len());
+        let n = units.len();
+        Some(ShardBatch {
+            shard: first.shard_id.as_str(),
+            batch_first: first.sequence_number.as_str(),
+            records,
+            layout: Layout {
+                rec: rec_of,
+                starts,
+            },
+            units,
+            split,
+            corrupt,
+            steps: Vec::with_capacity(n),
+            covered: 0,
+            cut: Cut {
+                at: n,
+                why: Why::Nothing,
+            },
+            now_secs,
+            expires_at: now_secs + pipeline.config.dedup_window_secs,
+            lookups: BTreeMap::new(),
+            took_over: 0,
+        })
+    }
 
-        let unit_fates = steps
-            .into_iter()
+    /// The claim owner of a unit: `shardId/sequenceNumber`, plus `/index` for a
+    /// user record of an aggregate. Built when needed, never stored per unit.
+    fn owner(&self, unit: usize) -> String {
+        let r = self.records[self.layout.record_of(unit)];
+        match self.units[unit].sub {
+            None => r.owner(),
+            Some(k) => r.user_record_owner(k),
+        }
+    }
+
+    /// The event id of a unit that was claimed (decoded again: ids are not kept).
+    fn event_id(&self, unit: usize) -> Option<i64> {
+        let r = self.records[self.layout.record_of(unit)];
+        decode_bytes_with(self.units[unit].data, r.arrival_ms, i64::MAX)
+            .ok()
+            .map(|e| e.detection_oid)
+    }
+
+    /// Why a rejected unit was rejected (decoded again: reasons are not kept).
+    fn rejection(&self, unit: usize, max_age_ms: i64) -> Rejection {
+        if let Some(e) = self.corrupt.get(&unit) {
+            return Rejection::Aggregate(e.clone());
+        }
+        let r = self.records[self.layout.record_of(unit)];
+        match decode_bytes_with(self.units[unit].data, r.arrival_ms, max_age_ms) {
+            Err(why) => why,
+            // Unreachable: it was rejected by the same rules; say so rather than panic.
+            Ok(_) => Rejection::InvalidJson {
+                detail: "rejected earlier, valid on a second reading".into(),
+            },
+        }
+    }
+
+    /// Moves the cut back to the first unit whose claim was not made.
+    fn cut_at_unclaimed(&mut self) {
+        let first = self.steps.iter().enumerate().find_map(|(i, s)| match s {
+            Step::Unclaimed { late } => Some((i, *late)),
+            _ => None,
+        });
+        if let Some((i, late)) = first {
+            let why = if late { Why::Deadline } else { Why::Failure };
+            self.cut.back_to(i, &self.layout, why);
+        }
+    }
+
+    /// Phase 7: every unit before the cut has its final fate (the cut moves back
+    /// to any that has not, which only a bug could cause); accepted events at or
+    /// after it need a `delivered` mark, as do delivered events whose claim was
+    /// another batch's; claims not delivered are released.
+    fn settle(&mut self, stats: &mut BatchStats) -> Vec<(usize, Fixup)> {
+        stats.expired_claims_taken_over += self.took_over;
+        if let Some(i) = (0..self.cut.at()).find(|i| !self.steps[*i].is_final()) {
+            tracing::error!(
+                shard = self.shard,
+                index = i,
+                "unsettled record before the cut; reporting it and the rest for retry"
+            );
+            self.cut.back_to(i, &self.layout, Why::Failure);
+        }
+        let cut = self.cut.at();
+        if cut < self.units.len() {
+            tracing::warn!(
+                shard = self.shard,
+                unfinished = self.units.len() - cut,
+                "records reported for retry"
+            );
+        }
+        self.steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Step::Sent { from, .. } if i >= cut || *from == ClaimFrom::Foreign => {
+                    Some((i, Fixup::Mark))
+                }
+                Step::Unsent | Step::Claimed { .. } => Some((i, Fixup::Release)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The whole batch reported for retry (nothing was started).
+    fn all_retried(&self) -> Vec<RecordOutcome> {
+        outcomes(
+            &self.layout.starts,
+            &self.split,
+            vec![Fate::Retry; self.units.len()],
+        )
+    }
+
+    /// Folds the units' fates into one outcome per Kinesis record.
+    fn outcomes(self, stats: &mut BatchStats) -> Vec<RecordOutcome> {
+        let cut = self.cut.at();
+        if self.cut.why == Why::Deadline {
+            stats.deadline_retried += (self.units.len() - cut) as u64;
+        }
+        let unit_fates = self
+            .steps
+            .iter()
             .enumerate()
             .map(|(i, step)| {
                 if i >= cut {
@@ -581,74 +1024,26 @@ where
                 }
                 match step {
                     Step::Replayed => Fate::Duplicate(DuplicateKind::Replayed),
-                    Step::Duplicate(k) => Fate::Duplicate(k),
-                    Step::Quarantined => Fate::Quarantined,
-                    Step::Delivered { unknown_location } => {
-                        if unknown_location {
+                    Step::Duplicate(k) => Fate::Duplicate(*k),
+                    Step::Quarantined { reason } => {
+                        *stats.quarantine_reasons.entry(reason).or_default() += 1;
+                        Fate::Quarantined
+                    }
+                    Step::Sent {
+                        unknown_location, ..
+                    } => {
+                        if *unknown_location {
                             stats.unknown_location += 1;
                         }
                         Fate::Delivered
                     }
-                    // Unreachable by construction: unsettled work always moves the cut.
-                    _ => {
-                        tracing::error!(
-                            index = i,
-                            "unsettled record before the cut; reporting it for retry"
-                        );
-                        Fate::Retry
-                    }
+                    // `settle` moved the cut before any other step.
+                    _ => Fate::Retry,
                 }
             })
             .collect();
-        outcomes(&starts, &split, unit_fates)
+        outcomes(&self.layout.starts, &self.split, unit_fates)
     }
-}
-
-/// Splits the KPL aggregates of a shard's batch into units, one per user record.
-/// Returns the units, the first unit of each record (plus the total at the end),
-/// and which records are split aggregates.
-fn expand<'a>(
-    records: &[&'a InputRecord],
-    stats: &mut BatchStats,
-) -> (Vec<Unit<'a>>, Vec<usize>, Vec<bool>) {
-    let mut units = Vec::with_capacity(records.len());
-    let mut starts = Vec::with_capacity(records.len() + 1);
-    let mut split = vec![false; records.len()];
-    for (rec, r) in records.iter().enumerate() {
-        starts.push(units.len());
-        let data = r.data.as_slice();
-        if !kpl::is_aggregated(data) {
-            units.push(Unit {
-                rec,
-                data,
-                sub: None,
-                corrupt: None,
-            });
-            continue;
-        }
-        stats.kpl_aggregates += 1;
-        match kpl::deaggregate(data) {
-            Ok(users) => {
-                split[rec] = true;
-                stats.kpl_user_records += users.len() as u64;
-                units.extend(users.into_iter().enumerate().map(|(k, u)| Unit {
-                    rec,
-                    data: u.data,
-                    // At most MAX_USER_RECORDS_PER_AGGREGATE: always fits.
-                    sub: Some(u32::try_from(k).unwrap_or(u32::MAX)),
-                    corrupt: None,
-                }));
-            }
-            Err(e) => units.push(Unit {
-                rec,
-                data,
-                sub: None,
-                corrupt: Some(e),
-            }),
-        }
-    }
-    starts.push(units.len());
-    (units, starts, split)
 }
 
 /// Folds the fates of units back into one outcome per Kinesis record.
@@ -684,7 +1079,7 @@ fn outcomes(starts: &[usize], split: &[bool], unit_fates: Vec<Fate>) -> Vec<Reco
 
 enum Held {
     Duplicate(DuplicateKind),
-    Reprocess,
+    Own,
     AskCheckpoint(String),
 }
 
@@ -699,28 +1094,8 @@ fn judge_held(held: &ExistingClaim, me: &str, batch_first: &str) -> Held {
     match &held.batch_first_sequence {
         // This batch's own checkpoint was read up front and did not cover it.
         Some(b) if b != batch_first => Held::AskCheckpoint(b.clone()),
-        _ => Held::Reprocess,
+        _ => Held::Own,
     }
-}
-
-fn covered_prefix(records: &[&InputRecord], last: &str) -> usize {
-    records
-        .iter()
-        .take_while(|r| sequence_le(&r.sequence_number, last))
-        .count()
-}
-
-fn first_index(steps: &[Step<'_>], pred: impl Fn(&Step<'_>) -> bool) -> Option<usize> {
-    steps.iter().position(pred)
-}
-
-fn first_unsettled(steps: &[Step<'_>]) -> Option<usize> {
-    first_index(steps, |s| {
-        matches!(
-            s,
-            Step::Rejected(_) | Step::Claimed { .. } | Step::Valid(_) | Step::Failed
-        )
-    })
 }
 
 /// Renders an error with its sources: `outer: inner: root`.

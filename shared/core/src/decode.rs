@@ -17,6 +17,10 @@ use crate::time::{MS_PER_DAY, UtcHour};
 pub const MIN_TIMESTAMP_MS: i64 = 946_684_800_000;
 /// How far past its Kinesis arrival an event's timestamp may be.
 pub const MAX_FUTURE_SKEW_MS: i64 = MS_PER_DAY;
+/// How far before its arrival an event's timestamp may be (`MAX_EVENT_AGE_SECS`).
+/// Older events are quarantined as `too_old`: a few cameras with bad clocks must
+/// not open hundreds of date/hour partitions in Firehose (500 active at most).
+pub const DEFAULT_MAX_EVENT_AGE_MS: i64 = 7 * MS_PER_DAY;
 pub const MAX_ITEM_NAME_CHARS: usize = 5_000;
 
 /// The five Dataset A fields.
@@ -75,6 +79,12 @@ pub enum Rejection {
         value: i64,
         arrival_ms: i64,
     },
+    /// Older than the configured age before its arrival.
+    TooOld {
+        value: i64,
+        arrival_ms: i64,
+        max_age_ms: i64,
+    },
     /// A KPL aggregate that cannot be split (quarantined whole).
     Aggregate(KplError),
 }
@@ -95,6 +105,7 @@ impl Rejection {
             Rejection::ItemNameTooLong { .. } => "item_name_too_long",
             Rejection::TimestampTooOld { .. } => "timestamp_too_old",
             Rejection::TimestampInFuture { .. } => "timestamp_in_future",
+            Rejection::TooOld { .. } => "too_old",
             Rejection::Aggregate(e) => e.code(),
         }
     }
@@ -108,9 +119,9 @@ impl Rejection {
             | Rejection::WrongType { field: f, .. }
             | Rejection::OutOfRange { field: f, .. } => Some(*f),
             Rejection::EmptyItemName | Rejection::ItemNameTooLong { .. } => Some(Field::ItemName),
-            Rejection::TimestampTooOld { .. } | Rejection::TimestampInFuture { .. } => {
-                Some(Field::TimestampDetected)
-            }
+            Rejection::TimestampTooOld { .. }
+            | Rejection::TimestampInFuture { .. }
+            | Rejection::TooOld { .. } => Some(Field::TimestampDetected),
             _ => None,
         }
     }
@@ -158,6 +169,15 @@ impl fmt::Display for Rejection {
                 f,
                 "`timestamp_detected` {value} is more than a day after the record's arrival ({arrival_ms})"
             ),
+            Rejection::TooOld {
+                value,
+                arrival_ms,
+                max_age_ms,
+            } => write!(
+                f,
+                "`timestamp_detected` {value} is more than {} s before the record's arrival ({arrival_ms}); older events are refused (MAX_EVENT_AGE_SECS)",
+                max_age_ms / 1_000
+            ),
             Rejection::Aggregate(e) => write!(f, "KPL aggregated record cannot be split: {e}"),
         }
     }
@@ -168,9 +188,19 @@ pub fn decode(record: &InputRecord) -> Result<DetectionEvent<'_>, Rejection> {
     decode_bytes(&record.data, record.arrival_ms)
 }
 
-/// Decodes and validates one event's bytes; `arrival_ms` bounds how far in the
-/// future its timestamp may be (the Kinesis arrival, or "now" at the front door).
+/// Decodes and validates one event's bytes; `arrival_ms` (the Kinesis arrival,
+/// or "now" at the front door) bounds how far in the future, and how far in the
+/// past ([`DEFAULT_MAX_EVENT_AGE_MS`]), its timestamp may be.
 pub fn decode_bytes(data: &[u8], arrival_ms: i64) -> Result<DetectionEvent<'_>, Rejection> {
+    decode_bytes_with(data, arrival_ms, DEFAULT_MAX_EVENT_AGE_MS)
+}
+
+/// [`decode_bytes`] with another oldest age than the default.
+pub fn decode_bytes_with(
+    data: &[u8],
+    arrival_ms: i64,
+    max_age_ms: i64,
+) -> Result<DetectionEvent<'_>, Rejection> {
     let text = std::str::from_utf8(data).map_err(|e| Rejection::NotUtf8 {
         valid_up_to: e.valid_up_to(),
     })?;
@@ -194,7 +224,7 @@ pub fn decode_bytes(data: &[u8], arrival_ms: i64) -> Result<DetectionEvent<'_>, 
     let raw: RawEvent<'_> = serde_json::from_str(text).map_err(|e| Rejection::InvalidJson {
         detail: e.to_string(),
     })?;
-    raw.validate(arrival_ms)
+    raw.validate(arrival_ms, max_age_ms)
 }
 
 /// Decodes, validates and joins with Dataset B.
@@ -267,7 +297,7 @@ struct RawEvent<'a> {
 }
 
 impl<'a> RawEvent<'a> {
-    fn validate(self, arrival_ms: i64) -> Result<DetectionEvent<'a>, Rejection> {
+    fn validate(self, arrival_ms: i64, max_age_ms: i64) -> Result<DetectionEvent<'a>, Rejection> {
         let detection_oid = positive(
             self.detection_oid.take(Field::DetectionOid)?,
             Field::DetectionOid,
@@ -296,6 +326,13 @@ impl<'a> RawEvent<'a> {
         if timestamp_detected < MIN_TIMESTAMP_MS {
             return Err(Rejection::TimestampTooOld {
                 value: timestamp_detected,
+            });
+        }
+        if timestamp_detected < arrival_ms.saturating_sub(max_age_ms) {
+            return Err(Rejection::TooOld {
+                value: timestamp_detected,
+                arrival_ms,
+                max_age_ms,
             });
         }
         if timestamp_detected > arrival_ms.saturating_add(MAX_FUTURE_SKEW_MS) {

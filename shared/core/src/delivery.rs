@@ -10,7 +10,7 @@ use thiserror::Error;
 use crate::model::OutputEvent;
 use crate::packing::{PackConfig, chunk_calls, pack};
 use crate::ports::{Delivery, EventSink, PortError};
-use crate::retry::{Classify, ErrorClass, Retrier, classify_aws};
+use crate::retry::{CallError, Classify, ErrorClass, OutOfTime, Retrier, classify_aws};
 
 /// Why one entry of a batch call was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,17 @@ pub trait RecordBatchPort: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Option<EntryFailure>>, Self::Error>> + Send + 'a;
 }
 
+impl<T: RecordBatchPort> RecordBatchPort for std::sync::Arc<T> {
+    type Error = T::Error;
+
+    fn put_record_batch<'a>(
+        &'a self,
+        records: &'a [&'a [u8]],
+    ) -> impl Future<Output = Result<Vec<Option<EntryFailure>>, Self::Error>> + Send + 'a {
+        (**self).put_record_batch(records)
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum BatchCallError<E: std::error::Error + 'static> {
     #[error("delivery call failed")]
@@ -43,6 +54,17 @@ pub enum BatchCallError<E: std::error::Error + 'static> {
     ResultCount { sent: usize, got: usize },
     #[error("could not encode events")]
     Encode(#[source] serde_json::Error),
+    #[error("delivery call not answered in time")]
+    Time(#[source] OutOfTime),
+}
+
+impl<E: std::error::Error + 'static> From<CallError<BatchCallError<E>>> for BatchCallError<E> {
+    fn from(e: CallError<BatchCallError<E>>) -> Self {
+        match e {
+            CallError::Port(b) => b,
+            CallError::Time(t) => BatchCallError::Time(t),
+        }
+    }
 }
 
 impl<E: std::error::Error + Classify + 'static> Classify for BatchCallError<E> {
@@ -56,7 +78,12 @@ impl<E: std::error::Error + Classify + 'static> Classify for BatchCallError<E> {
             },
             BatchCallError::ResultCount { .. } => ErrorClass::Transient,
             BatchCallError::Encode(_) => ErrorClass::Permanent,
+            BatchCallError::Time(t) => CallError::<Self>::Time(*t).class(),
         }
+    }
+
+    fn is_deadline(&self) -> bool {
+        matches!(self, BatchCallError::Time(_))
     }
 }
 
@@ -159,7 +186,7 @@ where
             }),
         }
     };
-    let error = retrier.run(attempt).await.err();
+    let error = retrier.run(attempt).await.err().map(BatchCallError::from);
     (
         done.iter().map(|d| d.load(Ordering::Relaxed)).collect(),
         error,

@@ -13,6 +13,8 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
+    #[error("inconsistent settings: {0}")]
+    Conflict(String),
 }
 
 /// Reads variables through a lookup function, so tests need not touch the

@@ -1,9 +1,10 @@
 //! In-memory fakes of the ports, with seeded fault injection. For unit and
 //! property tests of the batch logic only; integration tests use moto.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -92,12 +93,51 @@ pub struct ClaimItem {
     pub batch_first_sequence: String,
 }
 
+/// How late a fake answers: half of it before acting, half after, so a call cut
+/// short by a timeout or a kill may or may not have acted, as with a real service.
+#[derive(Debug, Default)]
+pub struct Latency(Mutex<Duration>);
+
+impl Latency {
+    pub fn set(&self, d: Duration) {
+        *lock(&self.0) = d;
+    }
+
+    fn half(&self) -> Duration {
+        *lock(&self.0) / 2
+    }
+
+    async fn wait(&self) {
+        let d = self.half();
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+/// Counts of calls made to a fake, by operation.
+#[derive(Debug, Default)]
+pub struct CallCounts(Mutex<HashMap<&'static str, u64>>);
+
+impl CallCounts {
+    fn add(&self, op: &'static str) {
+        *lock(&self.0).entry(op).or_default() += 1;
+    }
+
+    pub fn get(&self, op: &str) -> u64 {
+        lock(&self.0).get(op).copied().unwrap_or(0)
+    }
+}
+
 /// The claim table, with DynamoDB's condition semantics.
 #[derive(Debug)]
 pub struct MemoryStore {
     pub claims: Mutex<HashMap<i64, ClaimItem>>,
     pub checkpoints: Mutex<HashMap<(String, String), Checkpoint>>,
     pub faults: Faults,
+    /// Every call answers this late.
+    pub latency: Latency,
+    pub calls: CallCounts,
 }
 
 impl Default for MemoryStore {
@@ -112,18 +152,24 @@ impl MemoryStore {
             claims: Mutex::new(HashMap::new()),
             checkpoints: Mutex::new(HashMap::new()),
             faults,
+            latency: Latency::default(),
+            calls: CallCounts::default(),
         }
     }
 
-    fn act<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> Result<T, FakeError> {
-        match self.faults.draw(op) {
+    async fn act<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> Result<T, FakeError> {
+        self.calls.add(op);
+        self.latency.wait().await;
+        let out = match self.faults.draw(op) {
             Some(false) => Err(fault(op, false)),
             Some(true) => {
                 f();
                 Err(fault(op, true))
             }
             None => Ok(f()),
-        }
+        };
+        self.latency.wait().await;
+        out
     }
 }
 
@@ -154,6 +200,7 @@ impl ClaimStore for MemoryStore {
                 }
             }
         })
+        .await
     }
 
     async fn mark_delivered(&self, event_id: i64, owner: &str) -> Result<(), FakeError> {
@@ -164,6 +211,7 @@ impl ClaimStore for MemoryStore {
                 c.delivered = true;
             }
         })
+        .await
     }
 
     async fn release(&self, event_id: i64, owner: &str) -> Result<(), FakeError> {
@@ -176,6 +224,7 @@ impl ClaimStore for MemoryStore {
                 claims.remove(&event_id);
             }
         })
+        .await
     }
 
     async fn get_checkpoint(
@@ -190,6 +239,7 @@ impl ClaimStore for MemoryStore {
                 .filter(|cp| cp.expires_at >= now_secs)
                 .cloned()
         })
+        .await
     }
 
     async fn put_checkpoint(&self, cp: &Checkpoint) -> Result<(), FakeError> {
@@ -197,6 +247,29 @@ impl ClaimStore for MemoryStore {
             lock(&self.checkpoints)
                 .insert((cp.shard_id.clone(), cp.first_sequence.clone()), cp.clone());
         })
+        .await
+    }
+}
+
+impl crate::ports::ClaimReader for MemoryStore {
+    type Error = FakeError;
+
+    async fn read_claim(
+        &self,
+        event_id: i64,
+        now_secs: i64,
+    ) -> Result<Option<ExistingClaim>, FakeError> {
+        self.act("read_claim", || {
+            lock(&self.claims)
+                .get(&event_id)
+                .filter(|c| c.expires_at >= now_secs)
+                .map(|c| ExistingClaim {
+                    owner: c.owner.clone(),
+                    delivered: c.delivered,
+                    batch_first_sequence: Some(c.batch_first_sequence.clone()),
+                })
+        })
+        .await
     }
 }
 
@@ -208,6 +281,11 @@ pub struct MemoryFirehose {
     pub faults: Faults,
     /// Probability that one entry of an otherwise successful call is rejected.
     pub entry_failure_rate: Mutex<f64>,
+    /// Scripted: the share of entries the next calls reject, one per call.
+    pub next_calls_fail: Mutex<VecDeque<f64>>,
+    pub latency: Latency,
+    /// Raw bytes of every call, in order.
+    pub call_bytes: Mutex<Vec<usize>>,
 }
 
 impl Default for MemoryFirehose {
@@ -223,11 +301,21 @@ impl MemoryFirehose {
             calls: AtomicI64::new(0),
             faults,
             entry_failure_rate: Mutex::new(0.0),
+            next_calls_fail: Mutex::new(VecDeque::new()),
+            latency: Latency::default(),
+            call_bytes: Mutex::new(Vec::new()),
         }
     }
 
     pub fn set_entry_failure_rate(&self, p: f64) {
         *lock(&self.entry_failure_rate) = p;
+    }
+
+    /// Scripts the next call: with `share` 1.0 it rejects every entry; with a
+    /// share below that, every entry at an even position (the first, third...),
+    /// so the entries it accepts all come after a rejected one.
+    pub fn fail_next_call(&self, share: f64) {
+        lock(&self.next_calls_fail).push_back(share);
     }
 
     /// Every delivered line, parsed.
@@ -253,6 +341,16 @@ impl RecordBatchPort for MemoryFirehose {
         records: &'a [&'a [u8]],
     ) -> Result<Vec<Option<EntryFailure>>, FakeError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        lock(&self.call_bytes).push(records.iter().map(|r| r.len()).sum());
+        self.latency.wait().await;
+        let out = self.put(records);
+        self.latency.wait().await;
+        out
+    }
+}
+
+impl MemoryFirehose {
+    fn put(&self, records: &[&[u8]]) -> Result<Vec<Option<EntryFailure>>, FakeError> {
         match self.faults.draw("put_record_batch") {
             Some(false) => return Err(fault("put_record_batch", false)),
             Some(true) => {
@@ -261,11 +359,17 @@ impl RecordBatchPort for MemoryFirehose {
             }
             None => {}
         }
+        let scripted = lock(&self.next_calls_fail).pop_front();
         let p = *lock(&self.entry_failure_rate);
         Ok(records
             .iter()
-            .map(|r| {
-                if self.faults.chance(p) {
+            .enumerate()
+            .map(|(i, r)| {
+                let rejected = match scripted {
+                    Some(share) => share >= 1.0 || (share > 0.0 && i % 2 == 0),
+                    None => self.faults.chance(p),
+                };
+                if rejected {
                     Some(EntryFailure {
                         code: "ServiceUnavailableException".into(),
                         message: "injected entry failure".into(),
@@ -284,6 +388,7 @@ impl RecordBatchPort for MemoryFirehose {
 pub struct MemoryQuarantine {
     pub objects: Mutex<HashMap<String, Vec<u8>>>,
     pub faults: Faults,
+    pub latency: Latency,
 }
 
 impl Default for MemoryQuarantine {
@@ -297,6 +402,7 @@ impl MemoryQuarantine {
         MemoryQuarantine {
             objects: Mutex::new(HashMap::new()),
             faults,
+            latency: Latency::default(),
         }
     }
 
@@ -318,6 +424,15 @@ impl QuarantineStore for MemoryQuarantine {
     type Error = FakeError;
 
     async fn put_object(&self, key: &str, body: Vec<u8>) -> Result<(), FakeError> {
+        self.latency.wait().await;
+        let out = self.put(key, body);
+        self.latency.wait().await;
+        out
+    }
+}
+
+impl MemoryQuarantine {
+    fn put(&self, key: &str, body: Vec<u8>) -> Result<(), FakeError> {
         match self.faults.draw("put_object") {
             Some(false) => Err(fault("put_object", false)),
             applied => {

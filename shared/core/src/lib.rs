@@ -3,8 +3,10 @@
 //! store and sink ports.
 
 pub mod batch;
+pub mod cost;
 pub mod dataset_b;
 pub mod decode;
+pub mod defaults;
 pub mod delivery;
 pub mod env;
 pub mod kpl;
@@ -13,6 +15,7 @@ pub mod model;
 pub mod packing;
 pub mod ports;
 pub mod quarantine;
+pub mod replay;
 pub mod retry;
 pub mod seq;
 pub mod time;

@@ -4,44 +4,79 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-/// What happened to one batch. Every received record is counted in exactly one
-/// of `delivered`, `duplicates`, `quarantined` and `failed`.
-///
-/// Counts are of user records: a plain Kinesis record is one, a KPL aggregate
-/// is as many as it holds (one when it is corrupt and quarantined whole).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BatchStats {
-    pub received: u64,
+/// Declares every counter once: the field, how batches add up, and its EMF
+/// metric (name and unit), so adding a counter is one line here. `None` keeps a
+/// counter out of CloudWatch (internal bookkeeping).
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $field:ident => $metric:expr, $unit:expr; )*) => {
+        /// What happened to one batch. Every received record is counted in exactly
+        /// one of `delivered`, `duplicates`, `quarantined` and `failed`.
+        ///
+        /// Counts are of user records: a plain Kinesis record is one, a KPL aggregate
+        /// is as many as it holds (one when it is corrupt and quarantined whole).
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct BatchStats {
+            $( $(#[$doc])* pub $field: u64, )*
+            pub quarantine_reasons: BTreeMap<&'static str, u64>,
+        }
+
+        impl BatchStats {
+            pub fn absorb(&mut self, o: &BatchStats) {
+                $( self.$field += o.$field; )*
+                for (k, v) in &o.quarantine_reasons {
+                    *self.quarantine_reasons.entry(k).or_default() += v;
+                }
+            }
+
+            /// Every counter that is a CloudWatch metric: (name, value, unit).
+            pub fn metrics(&self) -> Vec<(&'static str, u64, &'static str)> {
+                let mut out = Vec::new();
+                $( if let Some(name) = $metric { out.push((name, self.$field, $unit)); } )*
+                out
+            }
+        }
+    };
+}
+
+counters! {
+    received => Some("Received"), "Count";
     /// Kinesis records that were KPL aggregates (corrupt ones included).
-    pub kpl_aggregates: u64,
+    kpl_aggregates => Some("KplAggregates"), "Count";
     /// User records split out of KPL aggregates (also counted in `received`).
-    pub kpl_user_records: u64,
-    pub delivered: u64,
+    kpl_user_records => Some("KplUserRecords"), "Count";
+    delivered => Some("Delivered"), "Count";
     /// Intentional drops, apart from failures.
-    pub duplicates: u64,
-    pub duplicates_in_batch: u64,
+    duplicates => Some("Duplicates"), "Count";
+    duplicates_in_batch => None, "Count";
     /// Claimed by another record (an upstream re-send).
-    pub duplicates_upstream: u64,
+    duplicates_upstream => None, "Count";
     /// Settled by an earlier invocation of the same record (Lambda retry).
-    pub duplicates_replayed: u64,
-    pub quarantined: u64,
-    pub quarantine_reasons: BTreeMap<&'static str, u64>,
+    duplicates_replayed => Some("DuplicatesReplayed"), "Count";
+    quarantined => Some("Quarantined"), "Count";
     /// Delivered with `geographical_location: null`.
-    pub unknown_location: u64,
+    unknown_location => Some("UnknownLocation"), "Count";
     /// Delivered records whose own earlier claim was found (processed again).
-    pub reprocessed: u64,
-    pub expired_claims_taken_over: u64,
+    reprocessed => Some("Reprocessed"), "Count";
+    expired_claims_taken_over => None, "Count";
     /// Records reported back to Lambda as batch item failures.
-    pub failed: u64,
+    failed => Some("Failed"), "Count";
+    /// Of `failed`: reported because the invocation's time ran out (claims not
+    /// started, or no time left to deliver), not because a call failed. With
+    /// `Delivered` above zero, a shard that makes slow progress.
+    deadline_retried => Some("DeadlineRetried"), "Count";
     /// Operation retries (backoff attempts) across all calls.
-    pub retries: u64,
+    retries => Some("Retried"), "Count";
     /// Throttling answers seen across all calls.
-    pub throttled: u64,
+    throttled => Some("Throttled"), "Count";
+    /// Attempts cut short by their bound (attempt timeout, or the time left).
+    timed_out => Some("TimedOut"), "Count";
+    /// `delivered` marks written (failure path only).
+    marks_written => Some("MarksWritten"), "Count";
     /// Post-failure bookkeeping that did not succeed (may cause a counted double on retry).
-    pub marks_failed: u64,
-    pub releases_failed: u64,
-    pub checkpoint_failed: u64,
-    pub duration_ms: u64,
+    marks_failed => Some("MarksFailed"), "Count";
+    releases_failed => Some("ReleasesFailed"), "Count";
+    checkpoint_failed => Some("CheckpointFailed"), "Count";
+    duration_ms => Some("DurationMs"), "Milliseconds";
 }
 
 impl BatchStats {
@@ -49,51 +84,9 @@ impl BatchStats {
         self.delivered + self.duplicates + self.quarantined + self.failed
     }
 
-    pub fn absorb(&mut self, o: &BatchStats) {
-        self.received += o.received;
-        self.kpl_aggregates += o.kpl_aggregates;
-        self.kpl_user_records += o.kpl_user_records;
-        self.delivered += o.delivered;
-        self.duplicates += o.duplicates;
-        self.duplicates_in_batch += o.duplicates_in_batch;
-        self.duplicates_upstream += o.duplicates_upstream;
-        self.duplicates_replayed += o.duplicates_replayed;
-        self.quarantined += o.quarantined;
-        for (k, v) in &o.quarantine_reasons {
-            *self.quarantine_reasons.entry(k).or_default() += v;
-        }
-        self.unknown_location += o.unknown_location;
-        self.reprocessed += o.reprocessed;
-        self.expired_claims_taken_over += o.expired_claims_taken_over;
-        self.failed += o.failed;
-        self.retries += o.retries;
-        self.throttled += o.throttled;
-        self.marks_failed += o.marks_failed;
-        self.releases_failed += o.releases_failed;
-        self.checkpoint_failed += o.checkpoint_failed;
-        self.duration_ms += o.duration_ms;
-    }
-
     /// One EMF log line: CloudWatch turns its counts into metrics with no API call.
     pub fn emf_line(&self, namespace: &str, function_name: &str, timestamp_ms: i64) -> String {
-        let metrics: [(&str, u64, &str); 16] = [
-            ("Received", self.received, "Count"),
-            ("Delivered", self.delivered, "Count"),
-            ("Duplicates", self.duplicates, "Count"),
-            ("Quarantined", self.quarantined, "Count"),
-            ("UnknownLocation", self.unknown_location, "Count"),
-            ("Retried", self.retries, "Count"),
-            ("Failed", self.failed, "Count"),
-            ("Throttled", self.throttled, "Count"),
-            ("Reprocessed", self.reprocessed, "Count"),
-            ("DuplicatesReplayed", self.duplicates_replayed, "Count"),
-            ("MarksFailed", self.marks_failed, "Count"),
-            ("ReleasesFailed", self.releases_failed, "Count"),
-            ("CheckpointFailed", self.checkpoint_failed, "Count"),
-            ("KplAggregates", self.kpl_aggregates, "Count"),
-            ("KplUserRecords", self.kpl_user_records, "Count"),
-            ("DurationMs", self.duration_ms, "Milliseconds"),
-        ];
+        let metrics = self.metrics();
         let mut root = Map::new();
         root.insert(
             "_aws".into(),

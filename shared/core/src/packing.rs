@@ -10,8 +10,14 @@ use crate::model::OutputEvent;
 
 /// `PutRecordBatch`: at most 500 records per call.
 pub const FIREHOSE_MAX_RECORDS_PER_CALL: usize = 500;
-/// `PutRecordBatch`: at most 4 MiB per call.
+/// `PutRecordBatch`: at most 4 MiB per call, as documented.
 pub const FIREHOSE_MAX_BYTES_PER_CALL: usize = 4 * 1024 * 1024;
+/// What one call carries at most, in raw record bytes. The service rejects
+/// calls whose raw bytes are under the documented 4 MiB ("Records size exceeds
+/// 4 MB limit" is reported for such calls): the limit appears to count the
+/// request as sent, where base64 makes each record 4/3 of its size. 3 MiB raw is
+/// 4 MiB encoded, so a call within this budget is within the limit either way.
+pub const FIREHOSE_CALL_RAW_BYTES_BUDGET: usize = 3 * 1024 * 1024;
 /// One Firehose record: at most 1,000 KiB before base64.
 pub const FIREHOSE_MAX_RECORD_BYTES: usize = 1_000 * 1024;
 /// Firehose deaggregation splits at most 500 events out of one record.
@@ -86,7 +92,7 @@ pub fn chunk_calls(records: &[PackedRecord]) -> Vec<Range<usize>> {
     chunk_by_limits(
         records.iter().map(|r| r.data.len()),
         FIREHOSE_MAX_RECORDS_PER_CALL,
-        FIREHOSE_MAX_BYTES_PER_CALL,
+        FIREHOSE_CALL_RAW_BYTES_BUDGET,
     )
 }
 
@@ -192,8 +198,38 @@ mod tests {
         let calls = chunk_calls(&big);
         for c in &calls {
             let bytes: usize = big[c.clone()].iter().map(|r| r.data.len()).sum();
-            assert!(bytes <= FIREHOSE_MAX_BYTES_PER_CALL);
+            assert!(bytes <= FIREHOSE_CALL_RAW_BYTES_BUDGET);
         }
         assert_eq!(calls.iter().map(|c| c.len()).sum::<usize>(), 9);
+    }
+
+    #[test]
+    fn a_call_holds_at_most_three_mib_of_raw_bytes_so_its_encoded_request_stays_under_four() {
+        let record = |len: usize| PackedRecord {
+            data: vec![b'x'; len],
+            events: 0..1,
+        };
+        // Exactly at the budget: one call.
+        let third = FIREHOSE_CALL_RAW_BYTES_BUDGET / 3;
+        let at = vec![record(third), record(third), record(third)];
+        assert_eq!(chunk_calls(&at), vec![0..3]);
+        // One byte over: two calls, each within the budget.
+        let over = vec![record(third), record(third), record(third + 1)];
+        let calls = chunk_calls(&over);
+        assert_eq!(calls, vec![0..2, 2..3]);
+        // Records of the largest size Firehose takes: three per call, never four
+        // (four would be 4,000 KiB raw, which the service refuses).
+        let max = vec![record(FIREHOSE_MAX_RECORD_BYTES); 7];
+        let calls = chunk_calls(&max);
+        assert_eq!(calls, vec![0..3, 3..6, 6..7]);
+        for c in &calls {
+            let raw: usize = max[c.clone()].iter().map(|r| r.data.len()).sum();
+            let encoded = raw.div_ceil(3) * 4;
+            assert!(raw <= FIREHOSE_CALL_RAW_BYTES_BUDGET);
+            assert!(
+                encoded <= FIREHOSE_MAX_BYTES_PER_CALL,
+                "{encoded} encoded bytes"
+            );
+        }
     }
 }

@@ -90,6 +90,18 @@ pub trait ClaimStore: Send + Sync {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
+/// Reads one claim (for `sightline replay`; the batch path never reads claims).
+pub trait ClaimReader: Send + Sync {
+    type Error: PortError;
+
+    /// The live claim on `event_id`, if any (an expired one counts as absent).
+    fn read_claim(
+        &self,
+        event_id: i64,
+        now_secs: i64,
+    ) -> impl Future<Output = Result<Option<ExistingClaim>, Self::Error>> + Send;
+}
+
 /// Where delivered events go (Firehose in production, Parquet locally).
 pub trait EventSink: Send + Sync {
     type Error: PortError;
@@ -130,4 +142,61 @@ pub trait StreamPort: Send + Sync {
         &'a self,
         entries: &'a [(&'a str, &'a [u8])],
     ) -> impl Future<Output = Result<Vec<Option<crate::delivery::EntryFailure>>, Self::Error>> + Send + 'a;
+}
+
+// Shared ports: several execution environments of one function (the local event
+// source mapping's tests) use the same table, stream and bucket.
+impl<T: ClaimStore> ClaimStore for std::sync::Arc<T> {
+    type Error = T::Error;
+
+    fn claim(
+        &self,
+        req: &ClaimRequest<'_>,
+    ) -> impl Future<Output = Result<ClaimOutcome, Self::Error>> + Send {
+        (**self).claim(req)
+    }
+
+    fn mark_delivered(
+        &self,
+        event_id: i64,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        (**self).mark_delivered(event_id, owner)
+    }
+
+    fn release(
+        &self,
+        event_id: i64,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        (**self).release(event_id, owner)
+    }
+
+    fn get_checkpoint(
+        &self,
+        shard_id: &str,
+        first_sequence: &str,
+        now_secs: i64,
+    ) -> impl Future<Output = Result<Option<Checkpoint>, Self::Error>> + Send {
+        (**self).get_checkpoint(shard_id, first_sequence, now_secs)
+    }
+
+    fn put_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        (**self).put_checkpoint(checkpoint)
+    }
+}
+
+impl<T: QuarantineStore> QuarantineStore for std::sync::Arc<T> {
+    type Error = T::Error;
+
+    fn put_object(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        (**self).put_object(key, body)
+    }
 }

@@ -1,4 +1,7 @@
-//! The quarantine object: one per batch, one JSON line per bad record.
+//! Quarantine objects: one JSON line per bad record, one object per batch (or
+//! several, each closed at a record boundary once it passes
+//! [`QUARANTINE_OBJECT_MAX_BYTES`], so a batch of many bad records is never
+//! rendered into memory at once).
 
 use base64::Engine;
 use serde::Serialize;
@@ -32,6 +35,21 @@ pub fn object_key(prefix: &str, first: &InputRecord) -> String {
     )
 }
 
+/// The key of an object that starts at user record `sub` of an aggregate
+/// (`None` or 0: at the record's start, [`object_key`]).
+pub fn object_key_at(prefix: &str, first: &InputRecord, sub: Option<u32>) -> String {
+    match sub {
+        None | Some(0) => object_key(prefix, first),
+        Some(k) => {
+            let dt = UtcHour::from_epoch_ms(first.arrival_ms).date_string();
+            format!(
+                "{prefix}dt={dt}/{}/{}-{k}.jsonl",
+                first.shard_id, first.sequence_number
+            )
+        }
+    }
+}
+
 /// One bad record: a plain Kinesis record, a corrupt KPL aggregate (whole), or
 /// one user record of a KPL aggregate (its own bytes, with its position).
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +59,11 @@ pub struct BadRecord<'a> {
     pub user_record: Option<(u32, &'a [u8])>,
     pub why: &'a Rejection,
 }
+
+/// An object is closed once it holds this many bytes (at the next Kinesis record
+/// boundary). Bounds what one batch's quarantine holds in memory: a batch of KPL
+/// aggregates can expand to hundreds of thousands of bad user records.
+pub const QUARANTINE_OBJECT_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// Renders the bad records of one batch.
 pub fn render(bad: &[(&InputRecord, &Rejection)]) -> Result<Vec<u8>, serde_json::Error> {
@@ -59,25 +82,31 @@ pub fn render(bad: &[(&InputRecord, &Rejection)]) -> Result<Vec<u8>, serde_json:
 pub fn render_bad(bad: &[BadRecord<'_>]) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::new();
     for b in bad {
-        let record = b.record;
-        let data = b.user_record.map_or(record.data.as_slice(), |(_, d)| d);
-        serde_json::to_writer(
-            &mut out,
-            &QuarantineLine {
-                shard_id: &record.shard_id,
-                sequence_number: &record.sequence_number,
-                kpl_user_record: b.user_record.map(|(i, _)| i),
-                arrival_ms: record.arrival_ms,
-                arrival_time: iso8601(record.arrival_ms),
-                reason: b.why.code(),
-                field: b.why.field().map(|f| f.name()),
-                message: b.why.to_string(),
-                data_base64: base64::engine::general_purpose::STANDARD.encode(data),
-            },
-        )?;
-        out.push(b'\n');
+        render_line(&mut out, b)?;
     }
     Ok(out)
+}
+
+/// Appends one bad record's line.
+pub fn render_line(out: &mut Vec<u8>, b: &BadRecord<'_>) -> Result<(), serde_json::Error> {
+    let record = b.record;
+    let data = b.user_record.map_or(record.data.as_slice(), |(_, d)| d);
+    serde_json::to_writer(
+        &mut *out,
+        &QuarantineLine {
+            shard_id: &record.shard_id,
+            sequence_number: &record.sequence_number,
+            kpl_user_record: b.user_record.map(|(i, _)| i),
+            arrival_ms: record.arrival_ms,
+            arrival_time: iso8601(record.arrival_ms),
+            reason: b.why.code(),
+            field: b.why.field().map(|f| f.name()),
+            message: b.why.to_string(),
+            data_base64: base64::engine::general_purpose::STANDARD.encode(data),
+        },
+    )?;
+    out.push(b'\n');
+    Ok(())
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.

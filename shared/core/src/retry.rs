@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use backon::Retryable;
 
+use crate::cost::{CostModel, Op};
 use crate::time::{Clock, Deadline};
 
 /// What kind of failure an error is, in the Vector sense.
@@ -35,6 +36,11 @@ pub trait Classify {
 
     fn is_retryable(&self) -> bool {
         self.class().is_retryable()
+    }
+
+    /// True when the call ran out of the invocation's time rather than failed.
+    fn is_deadline(&self) -> bool {
+        false
     }
 }
 
@@ -84,23 +90,31 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// Upper bound of one attempt (the SDK's own attempt timeout is the same
+    /// value); the time left before the deadline may bound it further.
+    pub attempt_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 6,
+            max_attempts: crate::defaults::RETRY_MAX_ATTEMPTS,
             base_delay: Duration::from_millis(25),
             max_delay: Duration::from_secs(2),
+            attempt_timeout: Duration::from_millis(DEFAULT_ATTEMPT_TIMEOUT_MS as u64),
         }
     }
 }
+
+/// The default upper bound of one attempt of one call (`AWS_CALL_TIMEOUT_MS`).
+pub const DEFAULT_ATTEMPT_TIMEOUT_MS: i64 = 5_000;
 
 /// Counts shared by every retried operation of one batch (they run concurrently).
 #[derive(Debug, Default)]
 pub struct RetryCounters {
     pub retries: AtomicU64,
     pub throttled: AtomicU64,
+    pub timed_out: AtomicU64,
 }
 
 impl RetryCounters {
@@ -111,14 +125,66 @@ impl RetryCounters {
     pub fn throttled(&self) -> u64 {
         self.throttled.load(Ordering::Relaxed)
     }
+
+    /// Attempts cut short by their bound (the attempt timeout or the time left).
+    pub fn timed_out(&self) -> u64 {
+        self.timed_out.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a call ended without an answer from its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OutOfTime {
+    #[error("no time left before the invocation deadline to start an attempt")]
+    NoTime,
+    #[error("no answer within {0} ms (the attempt's bound: its timeout or the time left)")]
+    TimedOut(i64),
+}
+
+/// A call's error: the port's own, or the deadline's.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError<E> {
+    #[error(transparent)]
+    Port(E),
+    #[error(transparent)]
+    Time(OutOfTime),
+}
+
+impl<E> CallError<E> {
+    /// The port's error, if it was one.
+    pub fn port(&self) -> Option<&E> {
+        match self {
+            CallError::Port(e) => Some(e),
+            CallError::Time(_) => None,
+        }
+    }
+}
+
+impl<E: Classify> Classify for CallError<E> {
+    fn class(&self) -> ErrorClass {
+        match self {
+            CallError::Port(e) => e.class(),
+            // The answer may still come (and the call may have acted): like any timeout.
+            CallError::Time(OutOfTime::TimedOut(_)) => ErrorClass::Transient,
+            // Retrying cannot make time.
+            CallError::Time(OutOfTime::NoTime) => ErrorClass::Permanent,
+        }
+    }
+
+    fn is_deadline(&self) -> bool {
+        matches!(self, CallError::Time(_))
+    }
 }
 
 /// Exponential backoff with full jitter (a uniform draw in `[0, cap]`), which
-/// stops when attempts run out or the next wait would cross the deadline.
+/// stops when attempts run out, or when the wait plus one more attempt plus the
+/// time kept for later steps would cross the deadline.
 pub struct FullJitterBackoff<'a> {
     policy: RetryPolicy,
     deadline: Deadline,
     clock: &'a dyn Clock,
+    /// Time that must remain after the wait: one attempt and what follows it.
+    after_wait_ms: i64,
     retries_done: u32,
     rng: fastrand::Rng,
 }
@@ -138,7 +204,10 @@ impl Iterator for FullJitterBackoff<'_> {
         let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
         let wait = Duration::from_millis(self.rng.u64(0..=cap_ms));
         let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-        if !self.deadline.allows_wait(self.clock.now_ms(), wait_ms) {
+        if !self.deadline.allows_wait(
+            self.clock.now_ms(),
+            wait_ms.saturating_add(self.after_wait_ms),
+        ) {
             return None;
         }
         self.retries_done += 1;
@@ -146,32 +215,115 @@ impl Iterator for FullJitterBackoff<'_> {
     }
 }
 
-/// Runs operations with the batch's policy, deadline and counters.
+/// Runs operations with the batch's policy, deadline, counters and cost model.
+///
+/// Every attempt is bounded: by the policy's attempt timeout, and by the time
+/// left before the deadline minus `keep_ms`, the time kept for the steps that
+/// must still follow this one (for example the checkpoint write after delivery).
+#[derive(Clone, Copy)]
 pub struct Retrier<'a> {
     pub policy: RetryPolicy,
     pub deadline: Deadline,
     pub clock: &'a dyn Clock,
     pub counters: &'a RetryCounters,
+    pub costs: &'a CostModel,
+    /// Which port the calls go to (their latency feeds `costs`).
+    pub op: Op,
+    /// Time to leave before the deadline for later steps.
+    pub keep_ms: i64,
+    /// What one attempt is assumed to cost before anything was measured.
+    pub fallback_ms: i64,
 }
 
 impl<'a> Retrier<'a> {
+    /// A retrier for one invocation (or one unbounded local call when `deadline`
+    /// is [`Deadline::none`]).
+    pub fn new(
+        policy: RetryPolicy,
+        deadline: Deadline,
+        clock: &'a dyn Clock,
+        counters: &'a RetryCounters,
+        costs: &'a CostModel,
+    ) -> Self {
+        let attempt_ms = i64::try_from(policy.attempt_timeout.as_millis()).unwrap_or(i64::MAX);
+        // Before anything is measured, assume one attempt may take an eighth of
+        // the invocation (or the attempt timeout, if shorter).
+        let share = deadline
+            .budget_ms(clock.now_ms())
+            .map_or(attempt_ms, |left| (left / 8).max(1));
+        Retrier {
+            policy,
+            deadline,
+            clock,
+            counters,
+            costs,
+            op: Op::Store,
+            keep_ms: 0,
+            fallback_ms: attempt_ms.min(share),
+        }
+    }
+
+    /// The same retrier for calls to `op`, keeping `keep_ms` for later steps.
+    pub fn for_op(&self, op: Op, keep_ms: i64) -> Retrier<'a> {
+        Retrier {
+            op,
+            keep_ms: keep_ms.max(0),
+            ..*self
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Milliseconds left before the deadline's reserve; `None` when unbounded.
+    pub fn left_ms(&self) -> Option<i64> {
+        self.deadline.budget_ms(self.clock.now_ms())
+    }
+
+    /// What one attempt of a call to `op` is expected to take at worst.
+    pub fn cost_ms(&self, op: Op) -> i64 {
+        let attempt_ms = i64::try_from(self.policy.attempt_timeout.as_millis()).unwrap_or(i64::MAX);
+        self.costs.estimate(op, self.fallback_ms).min(attempt_ms)
+    }
+
+    /// True when `need_ms` of work still fits before the deadline's reserve.
+    pub fn allows(&self, need_ms: i64) -> bool {
+        self.left_ms().is_none_or(|left| left >= need_ms)
+    }
+
+    /// True once no new work should start at all.
+    pub fn out_of_time(&self) -> bool {
+        self.deadline.is_exhausted(self.clock.now_ms())
+    }
+
     pub fn backoff(&self) -> FullJitterBackoff<'a> {
         FullJitterBackoff {
             policy: self.policy,
             deadline: self.deadline,
             clock: self.clock,
+            after_wait_ms: self.keep_ms.saturating_add(self.cost_ms(self.op)),
             retries_done: 0,
             rng: fastrand::Rng::new(),
         }
     }
 
-    /// True once no new work should start.
-    pub fn out_of_time(&self) -> bool {
-        self.deadline.is_exhausted(self.clock.now_ms())
+    /// The bound of an attempt starting now: the attempt timeout, or the time
+    /// left minus `keep_ms` if that is shorter; `None` when nothing is left.
+    fn attempt_bound_ms(&self) -> Option<i64> {
+        let attempt_ms = i64::try_from(self.policy.attempt_timeout.as_millis()).unwrap_or(i64::MAX);
+        match self.left_ms() {
+            None => Some(attempt_ms),
+            Some(left) => {
+                let bound = (left - self.keep_ms).min(attempt_ms);
+                (bound > 0).then_some(bound)
+            }
+        }
     }
 
-    /// Runs `op`, retrying retryable errors; throttles and retries are counted.
-    pub async fn run<T, E, F, Fut>(&self, mut op: F) -> Result<T, E>
+    /// Runs `op`, retrying retryable errors; each attempt is bounded (see the
+    /// type's doc) and timed; throttles, retries and timeouts are counted.
+    pub async fn run<T, E, F, Fut>(&self, mut op: F) -> Result<T, CallError<E>>
     where
         E: Classify,
         F: FnMut() -> Fut,
@@ -179,9 +331,23 @@ impl<'a> Retrier<'a> {
     {
         let counters = self.counters;
         let attempt = || {
-            let fut = op();
+            let bound = self.attempt_bound_ms();
+            let fut = bound.map(|_| op());
             async move {
-                let out = fut.await;
+                let (Some(bound), Some(fut)) = (bound, fut) else {
+                    return Err(CallError::Time(OutOfTime::NoTime));
+                };
+                let started = self.clock.now_ms();
+                let wait = Duration::from_millis(u64::try_from(bound).unwrap_or(0));
+                let out = match tokio::time::timeout(wait, fut).await {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(CallError::Port(e)),
+                    Err(_) => {
+                        counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                        Err(CallError::Time(OutOfTime::TimedOut(bound)))
+                    }
+                };
+                self.costs.record(self.op, self.clock.now_ms() - started);
                 if let Err(e) = &out
                     && e.class() == ErrorClass::Throttled
                 {
@@ -192,7 +358,7 @@ impl<'a> Retrier<'a> {
         };
         attempt
             .retry(self.backoff())
-            .when(|e: &E| e.is_retryable())
+            .when(|e: &CallError<E>| e.is_retryable())
             .notify(|_, _| {
                 counters.retries.fetch_add(1, Ordering::Relaxed);
             })
@@ -203,6 +369,7 @@ impl<'a> Retrier<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::TokioClock;
     use std::sync::atomic::AtomicU32;
 
     struct FixedClock(i64);
@@ -225,6 +392,7 @@ mod tests {
             max_attempts: 4,
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
+            ..RetryPolicy::default()
         }
     }
 
@@ -258,17 +426,14 @@ mod tests {
     fn full_jitter_waits_never_exceed_the_capped_exponential() {
         let clock = FixedClock(0);
         let counters = RetryCounters::default();
+        let costs = CostModel::default();
         let policy = RetryPolicy {
             max_attempts: 10,
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
+            ..RetryPolicy::default()
         };
-        let r = Retrier {
-            policy,
-            deadline: Deadline::none(),
-            clock: &clock,
-            counters: &counters,
-        };
+        let r = Retrier::new(policy, Deadline::none(), &clock, &counters, &costs);
         let waits: Vec<Duration> = r.backoff().collect();
         assert_eq!(waits.len(), 9, "max_attempts counts the first try");
         for (i, w) in waits.iter().enumerate() {
@@ -281,35 +446,33 @@ mod tests {
     }
 
     #[test]
-    fn backoff_stops_before_the_deadline() {
-        let clock = FixedClock(9_990);
+    fn backoff_leaves_room_for_one_more_attempt_and_the_kept_time() {
+        let clock = FixedClock(9_000);
         let counters = RetryCounters::default();
-        let r = Retrier {
-            policy: RetryPolicy {
-                max_attempts: 10,
-                base_delay: Duration::from_millis(100),
-                max_delay: Duration::from_millis(100),
-            },
-            deadline: Deadline::at(10_000, 0),
-            clock: &clock,
-            counters: &counters,
+        let costs = CostModel::default();
+        for _ in 0..16 {
+            costs.record(Op::Store, 100);
+        }
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(1_000),
+            max_delay: Duration::from_millis(1_000),
+            ..RetryPolicy::default()
         };
-        // 10 ms left: only waits shorter than that may be taken.
-        assert!(r.backoff().all(|w| w.as_millis() < 10));
+        // 1,000 ms left; an attempt is expected to take 160 ms; 500 ms are kept.
+        let r = Retrier::new(policy, Deadline::at(10_000, 0), &clock, &counters, &costs)
+            .for_op(Op::Store, 500);
+        assert!(r.backoff().all(|w| w.as_millis() < 340));
     }
 
     #[tokio::test]
     async fn retryable_errors_are_retried_and_counted() {
         let clock = FixedClock(0);
         let counters = RetryCounters::default();
-        let r = Retrier {
-            policy: fast(),
-            deadline: Deadline::none(),
-            clock: &clock,
-            counters: &counters,
-        };
+        let costs = CostModel::default();
+        let r = Retrier::new(fast(), Deadline::none(), &clock, &counters, &costs);
         let calls = AtomicU32::new(0);
-        let out: Result<u32, E> = r
+        let out: Result<u32, CallError<E>> = r
             .run(|| async {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
                 if n < 2 {
@@ -328,14 +491,10 @@ mod tests {
     async fn permanent_errors_are_not_retried() {
         let clock = FixedClock(0);
         let counters = RetryCounters::default();
-        let r = Retrier {
-            policy: fast(),
-            deadline: Deadline::none(),
-            clock: &clock,
-            counters: &counters,
-        };
+        let costs = CostModel::default();
+        let r = Retrier::new(fast(), Deadline::none(), &clock, &counters, &costs);
         let calls = AtomicU32::new(0);
-        let out: Result<(), E> = r
+        let out: Result<(), CallError<E>> = r
             .run(|| async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(E(ErrorClass::Permanent))
@@ -350,14 +509,10 @@ mod tests {
     async fn attempts_are_bounded() {
         let clock = FixedClock(0);
         let counters = RetryCounters::default();
-        let r = Retrier {
-            policy: fast(),
-            deadline: Deadline::none(),
-            clock: &clock,
-            counters: &counters,
-        };
+        let costs = CostModel::default();
+        let r = Retrier::new(fast(), Deadline::none(), &clock, &counters, &costs);
         let calls = AtomicU32::new(0);
-        let out: Result<(), E> = r
+        let out: Result<(), CallError<E>> = r
             .run(|| async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(E(ErrorClass::Transient))
@@ -365,5 +520,31 @@ mod tests {
             .await;
         assert!(out.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_ends_when_the_time_left_minus_the_kept_time_runs_out() {
+        let clock = TokioClock::starting_at(1_000_000);
+        let counters = RetryCounters::default();
+        let costs = CostModel::default();
+        // 2,000 ms to the deadline, 500 of them kept for later steps: the
+        // call, which would answer after 10 s, is given up at 1,500 ms.
+        let deadline = Deadline::at(clock.now_ms() + 2_000, 0);
+        let r = Retrier::new(fast(), deadline, &clock, &counters, &costs).for_op(Op::Sink, 500);
+        let out: Result<(), CallError<E>> = r
+            .run(|| async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok(())
+            })
+            .await;
+        assert!(
+            matches!(out, Err(CallError::Time(OutOfTime::TimedOut(1_500)))),
+            "{out:?}"
+        );
+        assert_eq!(clock.now_ms(), 1_001_500, "no retry: nothing fits after it");
+        assert_eq!(counters.timed_out(), 1);
+        // With nothing left, no attempt starts at all.
+        let out: Result<(), CallError<E>> = r.run(|| async { Ok(()) }).await;
+        assert!(matches!(out, Err(CallError::Time(OutOfTime::NoTime))));
     }
 }

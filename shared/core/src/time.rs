@@ -39,6 +39,33 @@ impl Clock for SystemClock {
     }
 }
 
+/// Wall-clock time that advances with tokio's clock: real time normally, and
+/// virtual time under a paused runtime (`start_paused`), where sleeps and
+/// timeouts complete instantly and in order. Deadlines, TTLs and timeouts then
+/// agree in deterministic tests of latency and deadlines.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    base_ms: i64,
+    origin: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// Reads `base_ms` now, and advances from there.
+    pub fn starting_at(base_ms: i64) -> Self {
+        TokioClock {
+            base_ms,
+            origin: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now_ms(&self) -> i64 {
+        let elapsed = i64::try_from(self.origin.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.base_ms.saturating_add(elapsed)
+    }
+}
+
 /// A UTC calendar date and hour, derived from epoch milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UtcHour {
@@ -141,6 +168,16 @@ impl Deadline {
             Ok(d) if d < EPOCH_2000_MS => Deadline::at(now_ms.saturating_add(d), reserve_ms),
             Ok(d) => Deadline::at(d, reserve_ms),
         }
+    }
+
+    /// When Lambda ends the invocation, epoch ms; `None` when unbounded.
+    pub fn at_ms(&self) -> Option<i64> {
+        self.at_ms
+    }
+
+    /// The margin kept before `at_ms` for answering.
+    pub fn reserve_ms(&self) -> i64 {
+        self.reserve_ms
     }
 
     /// Milliseconds left before the reserve is reached; `None` when unbounded.

@@ -4,7 +4,9 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use sightline_core::decode::{MAX_ITEM_NAME_CHARS, MIN_TIMESTAMP_MS, decode_bytes};
+use sightline_core::decode::{
+    DEFAULT_MAX_EVENT_AGE_MS, MAX_ITEM_NAME_CHARS, MIN_TIMESTAMP_MS, decode_bytes,
+};
 
 const ARRIVAL: i64 = 1_763_900_000_000;
 const FIELDS: [&str; 5] = [
@@ -27,8 +29,9 @@ fn reference_valid(v: &Value) -> bool {
         .get("item_name")
         .and_then(Value::as_str)
         .is_some_and(|s| !s.trim().is_empty() && s.chars().count() <= MAX_ITEM_NAME_CHARS);
-    let ts_ok = int("timestamp_detected")
-        .is_some_and(|t| (MIN_TIMESTAMP_MS..=ARRIVAL + 86_400_000).contains(&t));
+    let oldest = MIN_TIMESTAMP_MS.max(ARRIVAL - DEFAULT_MAX_EVENT_AGE_MS);
+    let ts_ok =
+        int("timestamp_detected").is_some_and(|t| (oldest..=ARRIVAL + 86_400_000).contains(&t));
     ids_ok && name_ok && ts_ok
 }
 
@@ -37,6 +40,8 @@ fn field_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         (1i64..i64::MAX).prop_map(Value::from),
         (MIN_TIMESTAMP_MS - 5..ARRIVAL + 86_400_005).prop_map(Value::from),
+        (ARRIVAL - DEFAULT_MAX_EVENT_AGE_MS - 5..ARRIVAL - DEFAULT_MAX_EVENT_AGE_MS + 5)
+            .prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
         any::<f64>()
             .prop_filter("finite", |f| f.is_finite())

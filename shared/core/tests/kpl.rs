@@ -408,23 +408,24 @@ fn retry_policy() -> RetryPolicy {
         max_attempts: 3,
         base_delay: Duration::ZERO,
         max_delay: Duration::ZERO,
+        ..RetryPolicy::default()
     }
 }
 
 fn flaky() -> Flaky {
-    Pipeline {
-        store: FlakyStore::default(),
+    Pipeline::new(
+        FlakyStore::default(),
         // One event per Firehose record, so one event can be rejected alone.
-        sink: PackedSink::new(FlakyFirehose::default(), PackConfig::new(1)),
-        quarantine: MemoryQuarantine::default(),
-        clock: ManualClock::at(NOW_MS),
-        locations: DatasetB::embedded().expect("dataset B"),
-        config: PipelineConfig {
+        PackedSink::new(FlakyFirehose::default(), PackConfig::new(1)),
+        MemoryQuarantine::default(),
+        ManualClock::at(NOW_MS),
+        DatasetB::embedded().expect("dataset B"),
+        PipelineConfig {
             claim_concurrency: 4,
             retry: retry_policy(),
             ..PipelineConfig::default()
         },
-    }
+    )
 }
 
 fn event(id: i64) -> Vec<u8> {
@@ -751,21 +752,21 @@ fn faulty(seed: u64, rate: f64) -> Fake {
     sink.set("put_record_batch", rate, 0.0);
     let quarantine = Faults::seeded(seed ^ 2);
     quarantine.set("put_object", rate, 0.0);
-    let p = Pipeline {
-        store: MemoryStore::new(store),
-        sink: PackedSink::new(
+    let p = Pipeline::new(
+        MemoryStore::new(store),
+        PackedSink::new(
             MemoryFirehose::new(sink),
             PackConfig::new(1 + (seed % 4) as usize * 3),
         ),
-        quarantine: MemoryQuarantine::new(quarantine),
-        clock: ManualClock::at(NOW_MS),
-        locations: DatasetB::embedded().expect("dataset B"),
-        config: PipelineConfig {
+        MemoryQuarantine::new(quarantine),
+        ManualClock::at(NOW_MS),
+        DatasetB::embedded().expect("dataset B"),
+        PipelineConfig {
             claim_concurrency: 8,
             retry: retry_policy(),
             ..PipelineConfig::default()
         },
-    };
+    );
     p.sink.port.set_entry_failure_rate(rate / 2.0);
     p
 }

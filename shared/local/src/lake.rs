@@ -26,7 +26,7 @@ use parquet::file::properties::WriterProperties;
 use serde::Deserialize;
 use sightline_core::model::OutputEvent;
 use sightline_core::ports::{Delivery, EventSink};
-use sightline_core::retry::{Classify, ErrorClass, Retrier};
+use sightline_core::retry::{CallError, Classify, ErrorClass, Retrier};
 
 /// Rows buffered across partitions before they are rolled into Parquet.
 pub const DEFAULT_MAX_BUFFERED_ROWS: usize = 500_000;
@@ -435,13 +435,13 @@ fn sync_dir(dir: &Path) -> Result<(), LakeError> {
 }
 
 impl EventSink for LakeSink {
-    type Error = LakeError;
+    type Error = CallError<LakeError>;
 
     async fn deliver<'a>(
         &'a self,
         events: &'a [OutputEvent<'a>],
         retrier: &'a Retrier<'a>,
-    ) -> Delivery<LakeError> {
+    ) -> Delivery<CallError<LakeError>> {
         // All or nothing: the spool write is one append, so a failed call accepted none.
         match retrier.run(|| async { self.append(events) }).await {
             Ok(()) => Delivery {

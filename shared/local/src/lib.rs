@@ -9,10 +9,13 @@
 //! | quarantine | S3 objects | [`quarantine::QuarantineDir`] (files) |
 //! | input | Kinesis shards | [`stream`] + [`run`] |
 
+pub mod esm;
 pub mod lake;
 pub mod quarantine;
 pub mod query;
+pub mod rollup;
 pub mod run;
+pub mod scan;
 pub mod store;
 pub mod stream;
 pub mod trino;

@@ -2,9 +2,10 @@
 //!
 //! A reader thread plays Kinesis: it keys each line by camera, hashes it to a
 //! shard, gives it the shard's next sequence number and cuts per-shard batches.
-//! One task per shard plays the Lambda poller: batches of a shard are processed
-//! in order, shards in parallel, and a batch with item failures is retried from
-//! its lowest failed sequence number, as `ReportBatchItemFailures` makes Lambda do.
+//! One thread per shard runs the local event source mapping ([`crate::esm`]),
+//! with Lambda's delivery rules (partial batch responses, whole-batch retries
+//! and bisection, the timeout, the retry quota and the on-failure destination,
+//! which is `<lake>/_failed/`), around the function's batch code.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
@@ -18,9 +19,11 @@ use sightline_core::dataset_b::DatasetError;
 use sightline_core::metrics::BatchStats;
 use sightline_core::time::UtcHour;
 use sightline_core::{
-    Clock, DatasetB, Deadline, InputRecord, Pipeline, PipelineConfig, SystemClock,
+    Clock, DatasetB, Deadline, InputRecord, Pipeline, PipelineConfig, SystemClock, defaults,
 };
 use tokio::sync::mpsc;
+
+use crate::esm::{Esm, EsmConfig, EsmReport, Function, FunctionError, Runtime, ShardInput};
 
 use crate::lake::{DEFAULT_MAX_BUFFERED_ROWS, LakeError, LakeSink, LakeStats};
 use crate::quarantine::QuarantineDir;
@@ -30,7 +33,7 @@ use crate::stream::{SequenceSpace, partition_key, shard_for_key, shard_id};
 /// Lambda's own limit on a Kinesis batch.
 pub const MAX_BATCH_SIZE: usize = 10_000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunConfig {
     pub input: PathBuf,
     /// `events/`, `quarantine/` and `_runs/` go here.
@@ -42,8 +45,8 @@ pub struct RunConfig {
     pub batch_size: usize,
     pub max_buffered_rows: usize,
     pub dedup_window_secs: i64,
-    /// Invocations of one batch before the run gives up (`MaximumRetryAttempts` + 1).
-    pub max_attempts: u32,
+    /// The event source mapping (its `batch_size` is replaced by `batch_size`).
+    pub esm: EsmConfig,
 }
 
 impl RunConfig {
@@ -56,8 +59,8 @@ impl RunConfig {
             shards: 4,
             batch_size: 5_000,
             max_buffered_rows: DEFAULT_MAX_BUFFERED_ROWS,
-            dedup_window_secs: 86_400,
-            max_attempts: 4,
+            dedup_window_secs: defaults::DEDUP_WINDOW_SECS,
+            esm: EsmConfig::default(),
         }
     }
 }
@@ -79,12 +82,18 @@ pub enum RunError {
     #[error("the embedded Dataset B")]
     DatasetB(#[from] DatasetError),
     #[error(
-        "{records} records of {shard} were still failing after {attempts} invocations; rerun to retry them (see the warnings above for the cause)"
+        "the event source mapping gave up on {batches} batch(es), {records} record(s), after its retries; their on-failure records are in {dir} (see the warnings above for the cause)"
     )]
-    Unsettled {
-        shard: String,
+    GaveUp {
+        batches: usize,
         records: usize,
-        attempts: u32,
+        dir: PathBuf,
+    },
+    #[error("writing an on-failure record to {path}")]
+    OnFailure {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("a shard worker or the reader stopped unexpectedly")]
     Worker,
@@ -111,6 +120,8 @@ pub struct RunSummary {
     /// Summed over every invocation; `failed` counts records sent back for retry.
     pub stats: BatchStats,
     pub invocations: u64,
+    /// What the event source mapping did (invocations, kills, splits, give-ups).
+    pub esm: EsmReport,
     pub lake: LakeStats,
     pub store: OpenStats,
     pub store_commits: u64,
@@ -147,6 +158,9 @@ impl RunSummary {
             "unknown_location": s.unknown_location,
             "retried_records": s.failed,
             "invocations": self.invocations,
+            "whole_failures": self.esm.whole_failures(),
+            "splits": self.esm.splits(),
+            "gave_up_batches": self.esm.gave_up().len(),
             "lake_files": self.lake.files,
             "lake_rows": self.lake.rows,
             "lake_bytes": self.lake.bytes,
@@ -241,19 +255,19 @@ pub async fn run(
     let (store, open_stats) = LocalClaimStore::open(&config.state_dir, now_ms / 1000)?;
     let (stream_no, replay) = stream_number(&store, &config.input)?;
     let sink = LakeSink::open(&config.lake_dir, &run_id, config.max_buffered_rows)?;
-    let pipeline: Arc<LocalPipeline> = Arc::new(Pipeline {
+    let pipeline: Arc<LocalPipeline> = Arc::new(Pipeline::new(
         store,
         sink,
-        quarantine: QuarantineDir::new(&config.lake_dir),
+        QuarantineDir::new(&config.lake_dir),
         clock,
-        locations: DatasetB::embedded()?,
-        config: PipelineConfig {
+        DatasetB::embedded()?,
+        PipelineConfig {
             dedup_window_secs: config.dedup_window_secs,
             // Every claim of a batch in flight at once: they share one commit.
             claim_concurrency: config.batch_size,
             ..PipelineConfig::default()
         },
-    });
+    ));
 
     let counters = Arc::new(Counters {
         read_lines: AtomicU64::new(0),
@@ -271,20 +285,17 @@ pub async fn run(
         // poller; the batch future borrows across awaits, so it is not `Send`.
         let pipeline = pipeline.clone();
         let counters = counters.clone();
-        let max_attempts = config.max_attempts.max(1);
+        let esm = EsmConfig {
+            batch_size: config.batch_size,
+            ..config.esm.clone()
+        };
         workers.push(std::thread::spawn(move || {
             let result = match tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()
             {
-                Ok(rt) => rt.block_on(shard_worker(
-                    shard_id(shard),
-                    rx,
-                    &pipeline,
-                    &counters,
-                    max_attempts,
-                )),
-                Err(e) => (BatchStats::default(), 0, Err(RunError::Runtime(e))),
+                Ok(rt) => rt.block_on(shard_worker(shard, rx, pipeline, &counters, esm)),
+                Err(e) => Err(RunError::Runtime(e)),
             };
             counters.workers_done.fetch_add(1, Ordering::Release);
             result
@@ -304,14 +315,17 @@ pub async fn run(
     }
     let read = reader.join().map_err(|_| RunError::Worker)?;
     let mut stats = BatchStats::default();
-    let mut invocations = 0;
+    let mut esm = EsmReport::default();
     let mut first_error = read.err().map(input_err);
     for worker in workers {
-        let (s, n, result) = worker.join().map_err(|_| RunError::Worker)?;
-        stats.absorb(&s);
-        invocations += n;
-        if let Err(e) = result {
-            first_error.get_or_insert(e);
+        match worker.join().map_err(|_| RunError::Worker)? {
+            Ok((s, report)) => {
+                stats.absorb(&s);
+                esm.absorb(report);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
     }
     // Whatever was accepted lands, even when the run stops with an error.
@@ -320,12 +334,27 @@ pub async fn run(
     if let Some(e) = first_error {
         return Err(e);
     }
+    let gave_up = esm.gave_up();
+    if !gave_up.is_empty() {
+        let dir = config.lake_dir.join("_failed");
+        write_on_failure_records(&dir, &gave_up)?;
+        return Err(RunError::GaveUp {
+            batches: gave_up.len(),
+            records: gave_up
+                .iter()
+                .map(|r| r.kinesis_batch_info.batch_size)
+                .sum(),
+            dir,
+        });
+    }
+    let invocations = esm.invocations() as u64;
     let summary = RunSummary {
         run_id,
         input: config.input.clone(),
         lines: counters.read_lines.load(Ordering::Acquire),
         stats,
         invocations,
+        esm,
         lake: pipeline.sink.stats(),
         store: open_stats,
         store_commits: pipeline.store.commits(),
@@ -415,49 +444,88 @@ fn read_input(
     Ok(())
 }
 
-/// What a shard worker did (counts and invocations), and how it ended.
-type WorkerResult = (BatchStats, u64, Result<(), RunError>);
-
-/// Plays the Lambda poller of one shard.
-async fn shard_worker(
-    shard: String,
-    mut batches: mpsc::Receiver<Vec<InputRecord>>,
-    pipeline: &LocalPipeline,
-    counters: &Counters,
-    max_attempts: u32,
-) -> WorkerResult {
-    let mut stats = BatchStats::default();
-    let mut invocations = 0u64;
-    let result = async {
-        while let Some(mut batch) = batches.recv().await {
-            let mut attempt = 1;
-            loop {
-                invocations += 1;
-                let report = pipeline.process(&batch, Deadline::none()).await;
-                stats.absorb(&report.stats);
-                let settled = report.stats.accounted() - report.stats.failed;
-                counters.settled.fetch_add(settled, Ordering::Relaxed);
-                let Some(lowest) = report.failed_sequences.first() else {
-                    break;
-                };
-                let from = batch
-                    .iter()
-                    .position(|r| &r.sequence_number == lowest)
-                    .unwrap_or(0);
-                if attempt >= max_attempts {
-                    return Err(RunError::Unsettled {
-                        shard: shard.clone(),
-                        records: batch.len() - from,
-                        attempts: attempt,
-                    });
-                }
-                attempt += 1;
-                batch.drain(..from);
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-            }
-        }
-        Ok(())
+/// The local on-failure destination: one JSON file per batch given up.
+fn write_on_failure_records(
+    dir: &Path,
+    records: &[&crate::esm::OnFailureRecord],
+) -> Result<(), RunError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::OnFailure { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(err(dir))?;
+    for r in records {
+        let info = &r.kinesis_batch_info;
+        let path = dir.join(format!(
+            "{}-{}.json",
+            info.shard_id, info.start_sequence_number
+        ));
+        let body = serde_json::to_vec_pretty(r).map_err(|e| RunError::OnFailure {
+            path: path.clone(),
+            source: io::Error::other(e),
+        })?;
+        std::fs::write(&path, body).map_err(err(&path))?;
     }
-    .await;
-    (stats, invocations, result)
+    Ok(())
+}
+
+/// The function as one shard's mapping invokes it: the batch code over the
+/// shared embedded adapters, adding each invocation's counts to the run's.
+struct LocalFunction<'w> {
+    pipeline: Arc<LocalPipeline>,
+    counters: &'w Counters,
+    stats: &'w std::cell::RefCell<BatchStats>,
+}
+
+impl Function for LocalFunction<'_> {
+    async fn invoke(
+        &self,
+        batch: &[InputRecord],
+        deadline_ms: i64,
+    ) -> Result<Vec<String>, FunctionError> {
+        let deadline = Deadline::at(deadline_ms, defaults::DEADLINE_RESERVE_MS);
+        let report = self.pipeline.process(batch, deadline).await;
+        let settled = report.stats.accounted() - report.stats.failed;
+        self.counters.settled.fetch_add(settled, Ordering::Relaxed);
+        self.stats.borrow_mut().absorb(&report.stats);
+        Ok(report.failed_sequences)
+    }
+}
+
+impl<'w> Runtime for LocalFunction<'w> {
+    type Function = LocalFunction<'w>;
+
+    fn start(&self) -> Result<LocalFunction<'w>, FunctionError> {
+        Ok(LocalFunction {
+            pipeline: self.pipeline.clone(),
+            counters: self.counters,
+            stats: self.stats,
+        })
+    }
+}
+
+/// Plays the event source mapping of one shard.
+async fn shard_worker(
+    shard: usize,
+    batches: mpsc::Receiver<Vec<InputRecord>>,
+    pipeline: Arc<LocalPipeline>,
+    counters: &Counters,
+    esm: EsmConfig,
+) -> Result<(BatchStats, EsmReport), RunError> {
+    let stats = std::cell::RefCell::new(BatchStats::default());
+    let runtime = LocalFunction {
+        pipeline,
+        counters,
+        stats: &stats,
+    };
+    let clock = SystemClock;
+    let mapping = Esm::new(esm, &clock);
+    let report = mapping
+        .run_shard(
+            ShardInput::channel(shard_id(shard), batches),
+            &runtime,
+            shard as u64,
+        )
+        .await;
+    Ok((stats.into_inner(), report))
 }

@@ -1,8 +1,10 @@
 //! Trino's `date_parse` and `date_format`, for DataFusion, so the Athena SQL in
-//! `infra/athena/` runs locally unchanged.
+//! `infra/athena/` runs locally unchanged; and Athena's execution parameters (`?`
+//! bound in order), [`bind_execution_parameters`].
 //!
-//! Both take MySQL-style format strings as Trino does. The supported specifiers
-//! are `%Y %m %d %H %i %s %S %%`; anything else is an error rather than a guess.
+//! Both functions take MySQL-style format strings as Trino does. The supported
+//! specifiers are `%Y %m %d %H %i %s %S %%`; anything else is an error rather than a
+//! guess.
 
 use std::sync::Arc;
 
@@ -65,7 +67,7 @@ fn parse_format(format: &str) -> Result<Vec<Spec>> {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -246,9 +248,169 @@ impl ScalarUDFImpl for DateFormat {
     }
 }
 
+/// Why a query's execution parameters could not be bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    #[error("the query has {placeholders} `?` placeholder(s) but {values} value(s) were given")]
+    Count { placeholders: usize, values: usize },
+    #[error(
+        "execution parameter {value:?} is not a single-quoted string literal (Athena's form: '2026-11-24')"
+    )]
+    NotALiteral { value: String },
+    #[error("the query has an unterminated {what}")]
+    Unterminated { what: &'static str },
+}
+
+/// Binds Athena execution parameters: each `?` outside string literals, quoted
+/// identifiers and comments is replaced, in order, by the next value. As with
+/// Athena's `ExecutionParameters`, each value is SQL text; only single-quoted string
+/// literals are accepted here (`'2026-11-24'`, quotes doubled inside), which is all
+/// the rollup job passes, so nothing else can be injected.
+pub fn bind_execution_parameters(sql: &str, values: &[&str]) -> Result<String, BindError> {
+    for value in values {
+        if !is_string_literal(value) {
+            return Err(BindError::NotALiteral {
+                value: (*value).to_string(),
+            });
+        }
+    }
+    let mut out = String::with_capacity(sql.len() + values.iter().map(|v| v.len()).sum::<usize>());
+    let mut next = values.iter();
+    let mut placeholders = 0;
+    let mut chars = sql.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                out.push(c);
+                let mut closed = false;
+                while let Some((_, d)) = chars.next() {
+                    out.push(d);
+                    if d == c {
+                        // A doubled quote is an escaped quote, not the end.
+                        if chars.peek().is_some_and(|(_, e)| *e == c) {
+                            if let Some((_, e)) = chars.next() {
+                                out.push(e);
+                            }
+                            continue;
+                        }
+                        closed = true;
+                        break;
+                    }
+                }
+                if !closed {
+                    return Err(BindError::Unterminated {
+                        what: if c == '\'' {
+                            "string literal"
+                        } else {
+                            "quoted identifier"
+                        },
+                    });
+                }
+            }
+            '-' if chars.peek().is_some_and(|(_, d)| *d == '-') => {
+                out.push(c);
+                for (_, d) in chars.by_ref() {
+                    out.push(d);
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek().is_some_and(|(_, d)| *d == '*') => {
+                out.push(c);
+                if let Some((_, star)) = chars.next() {
+                    out.push(star);
+                }
+                let mut previous = ' ';
+                let mut closed = false;
+                for (_, d) in chars.by_ref() {
+                    out.push(d);
+                    if previous == '*' && d == '/' {
+                        closed = true;
+                        break;
+                    }
+                    previous = d;
+                }
+                if !closed {
+                    return Err(BindError::Unterminated { what: "comment" });
+                }
+            }
+            '?' => {
+                placeholders += 1;
+                match next.next() {
+                    Some(value) => out.push_str(value),
+                    None => out.push('?'),
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    if placeholders != values.len() {
+        return Err(BindError::Count {
+            placeholders,
+            values: values.len(),
+        });
+    }
+    Ok(out)
+}
+
+/// `'...'` with every inner quote doubled.
+fn is_string_literal(value: &str) -> bool {
+    let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) else {
+        return false;
+    };
+    inner.replace("''", "").find('\'').is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binds_question_marks_in_order_outside_literals_and_comments() {
+        let sql =
+            "-- why? a comment\nSELECT '?' AS q, \"a?\" /* is ? */ FROM t WHERE d = ? AND h = ?";
+        let bound = bind_execution_parameters(sql, &["'2026-11-24'", "'07'"]).expect("binds");
+        assert_eq!(
+            bound,
+            "-- why? a comment\nSELECT '?' AS q, \"a?\" /* is ? */ FROM t WHERE d = '2026-11-24' AND h = '07'"
+        );
+    }
+
+    #[test]
+    fn binding_refuses_a_wrong_count_and_anything_but_string_literals() {
+        assert_eq!(
+            bind_execution_parameters("SELECT 1 WHERE a = ?", &[]),
+            Err(BindError::Count {
+                placeholders: 1,
+                values: 0
+            })
+        );
+        assert_eq!(
+            bind_execution_parameters("SELECT 1", &["'x'"]),
+            Err(BindError::Count {
+                placeholders: 0,
+                values: 1
+            })
+        );
+        for bad in ["1 OR 1=1", "'a' OR 'b'", "'unterminated", "x'"] {
+            assert!(
+                matches!(
+                    bind_execution_parameters("SELECT ?", &[bad]),
+                    Err(BindError::NotALiteral { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            bind_execution_parameters("SELECT ?", &["'it''s'"]).expect("doubled quote"),
+            "SELECT 'it''s'"
+        );
+        assert!(matches!(
+            bind_execution_parameters("SELECT 'open", &[]),
+            Err(BindError::Unterminated { .. })
+        ));
+    }
 
     #[test]
     fn formats_and_parses_the_specifiers_the_queries_use() {

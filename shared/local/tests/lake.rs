@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use sightline_core::cost::CostModel;
 use sightline_core::decode::decode_and_enrich;
 use sightline_core::ports::EventSink;
 use sightline_core::retry::{Retrier, RetryCounters, RetryPolicy};
@@ -39,12 +40,14 @@ async fn deliver(sink: &LakeSink, records: &[InputRecord]) {
         .map(|r| decode_and_enrich(r, &locations).expect("valid"))
         .collect();
     let counters = RetryCounters::default();
-    let retrier = Retrier {
-        policy: RetryPolicy::default(),
-        deadline: Deadline::none(),
-        clock: &SystemClock,
-        counters: &counters,
-    };
+    let costs = CostModel::default();
+    let retrier = Retrier::new(
+        RetryPolicy::default(),
+        Deadline::none(),
+        &SystemClock,
+        &counters,
+        &costs,
+    );
     let delivery = sink.deliver(&events, &retrier).await;
     assert!(delivery.error.is_none());
     assert!(delivery.accepted.iter().all(|ok| *ok));

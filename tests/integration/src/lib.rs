@@ -22,18 +22,51 @@ use dedup_enrich::{App, AwsApp, Config, app_with_clients};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Value, json};
 use sightline_aws::{AwsClients, ClientSettings, clients::config_loader};
-use sightline_core::DatasetB;
+use sightline_core::{DatasetB, InputRecord, SystemClock};
+use sightline_local::esm::{
+    Esm, EsmConfig, EsmReport, Function, FunctionError, Runtime, ShardInput,
+};
 
 pub mod fault_proxy;
 pub mod local_api;
 
 pub const REGION: &str = "us-east-1";
 
-/// The moto endpoint, or a loud failure telling how to get one.
+/// The moto endpoint `scripts/test.sh` started (`SIGHTLINE_AWS_ENDPOINT`).
+/// Tests call [`require_moto!`] first, so this is only reached when it is set.
 pub fn endpoint() -> String {
-    std::env::var("SIGHTLINE_AWS_ENDPOINT").unwrap_or_else(|_| {
-        panic!("SIGHTLINE_AWS_ENDPOINT is not set: run the integration tests through scripts/test.sh, which starts moto")
-    })
+    moto_endpoint().unwrap_or_default()
+}
+
+/// The moto endpoint, if one was started for the tests.
+pub fn moto_endpoint() -> Option<String> {
+    std::env::var("SIGHTLINE_AWS_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// Says once per test binary why its tests are skipped.
+pub fn skip_without_moto() -> bool {
+    if moto_endpoint().is_some() {
+        return false;
+    }
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        eprintln!(
+            "skipped: these tests need a moto server (SIGHTLINE_AWS_ENDPOINT is not set); run scripts/test.sh, which starts one"
+        );
+    });
+    true
+}
+
+/// Returns from the test, passing, when no moto server was started for it.
+#[macro_export]
+macro_rules! require_moto {
+    () => {
+        if $crate::skip_without_moto() {
+            return;
+        }
+    };
 }
 
 pub async fn sdk_config(endpoint: &str, settings: ClientSettings) -> aws_config::SdkConfig {
@@ -393,10 +426,79 @@ pub fn now_ms() -> u64 {
 pub struct Drain {
     pub invocations: usize,
     pub stats: sightline_core::metrics::BatchStats,
+    /// What the event source mapping did.
+    pub esm: EsmReport,
 }
 
-/// Drives one shard like the event source mapping: batches of `batch_size`,
-/// restarting from the lowest reported failure until the shard is drained.
+/// The handler as the local event source mapping invokes it: one execution
+/// environment (the app is built once, as in a warm Lambda), real time.
+struct Handler<'a, S, K, Q, C> {
+    app: &'a App<S, K, Q, C>,
+    /// The records as read from the stream, by sequence number, so the event
+    /// carries their real partition keys and arrival times.
+    originals: HashMap<String, ShardRecord>,
+    stats: std::cell::RefCell<sightline_core::metrics::BatchStats>,
+}
+
+/// Starts "environments" that all share one warm app.
+struct HandlerRuntime<'h, 'a, S, K, Q, C>(&'h Handler<'a, S, K, Q, C>);
+
+impl<'h, 'a, S, K, Q, C> Runtime for HandlerRuntime<'h, 'a, S, K, Q, C>
+where
+    S: sightline_core::ports::ClaimStore,
+    K: sightline_core::ports::EventSink,
+    Q: sightline_core::ports::QuarantineStore,
+    C: sightline_core::Clock,
+{
+    type Function = &'h Handler<'a, S, K, Q, C>;
+
+    fn start(&self) -> Result<Self::Function, FunctionError> {
+        Ok(self.0)
+    }
+}
+
+impl<S, K, Q, C> Function for &Handler<'_, S, K, Q, C>
+where
+    S: sightline_core::ports::ClaimStore,
+    K: sightline_core::ports::EventSink,
+    Q: sightline_core::ports::QuarantineStore,
+    C: sightline_core::Clock,
+{
+    async fn invoke(
+        &self,
+        batch: &[InputRecord],
+        deadline_ms: i64,
+    ) -> Result<Vec<String>, FunctionError> {
+        let records: Vec<ShardRecord> = batch
+            .iter()
+            .filter_map(|r| self.originals.get(&r.sequence_number).cloned())
+            .collect();
+        let deadline = u64::try_from(deadline_ms).unwrap_or(0);
+        let (resp, report) =
+            dedup_enrich::handle_with_report(self.app, lambda_event(&records, deadline)).await;
+        self.stats.borrow_mut().absorb(&report.stats);
+        Ok(resp
+            .batch_item_failures
+            .into_iter()
+            .filter_map(|f| f.item_identifier)
+            .collect())
+    }
+}
+
+/// The event source mapping's settings for these tests: the deployed ones,
+/// with a batch size and quick retries (real time, against moto).
+pub fn esm_config(batch_size: usize) -> EsmConfig {
+    EsmConfig {
+        batch_size,
+        retry_delay: Duration::from_millis(10),
+        ..EsmConfig::default()
+    }
+}
+
+/// Drives one shard through the local event source mapping (Lambda's delivery
+/// rules: partial batch responses, whole-batch retries and bisection, the
+/// timeout, the retry quota) until it is drained; fails if more than
+/// `max_invocations` were needed or the mapping gave up on a batch.
 pub async fn drain_shard<S, K, Q, C>(
     app: &App<S, K, Q, C>,
     records: &[ShardRecord],
@@ -409,37 +511,67 @@ where
     Q: sightline_core::ports::QuarantineStore,
     C: sightline_core::Clock,
 {
-    let mut pos = 0;
-    let mut drain = Drain::default();
-    while pos < records.len() {
-        assert!(drain.invocations < max_invocations, "shard did not drain");
-        let batch = &records[pos..(pos + batch_size).min(records.len())];
-        let (resp, report) =
-            dedup_enrich::handle_with_report(app, lambda_event(batch, now_ms() + 60_000)).await;
-        drain.invocations += 1;
-        assert_eq!(
-            report.stats.accounted(),
-            batch.len() as u64,
-            "every record has one fate"
-        );
-        drain.stats.absorb(&report.stats);
-        let failed: Vec<&str> = resp
-            .batch_item_failures
+    let mut config = esm_config(batch_size);
+    config.maximum_retry_attempts = None;
+    let drain = drain_with_mapping(app, records, config).await;
+    assert!(
+        drain.invocations <= max_invocations,
+        "shard did not drain in {max_invocations} invocations: {:?}",
+        drain.esm.lines()
+    );
+    assert!(drain.esm.gave_up().is_empty(), "{:?}", drain.esm.lines());
+    drain
+}
+
+/// [`drain_shard`] with any mapping settings, and no assertion.
+pub async fn drain_with_mapping<S, K, Q, C>(
+    app: &App<S, K, Q, C>,
+    records: &[ShardRecord],
+    config: EsmConfig,
+) -> Drain
+where
+    S: sightline_core::ports::ClaimStore,
+    K: sightline_core::ports::EventSink,
+    Q: sightline_core::ports::QuarantineStore,
+    C: sightline_core::Clock,
+{
+    let Some(first) = records.first() else {
+        return Drain::default();
+    };
+    let handler = Handler {
+        app,
+        originals: records
             .iter()
-            .filter_map(|f| f.item_identifier.as_deref())
-            .collect();
-        match batch
-            .iter()
-            .position(|r| failed.contains(&r.sequence_number.as_str()))
-        {
-            None => pos += batch.len(),
-            Some(i) => {
-                pos += i;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            .map(|r| (r.sequence_number.clone(), r.clone()))
+            .collect(),
+        stats: Default::default(),
+    };
+    let input: Vec<InputRecord> = records.iter().map(ShardRecord::input).collect();
+    let clock = SystemClock;
+    let report = Esm::new(config, &clock)
+        .run_shard(
+            ShardInput::records(first.shard_id.clone(), input),
+            &HandlerRuntime(&handler),
+            0,
+        )
+        .await;
+    Drain {
+        invocations: report.invocations(),
+        stats: handler.stats.into_inner(),
+        esm: report,
+    }
+}
+
+impl ShardRecord {
+    /// The record as the core sees it.
+    pub fn input(&self) -> InputRecord {
+        InputRecord {
+            shard_id: self.shard_id.clone(),
+            sequence_number: self.sequence_number.clone(),
+            arrival_ms: (self.arrival_secs * 1_000.0).round() as i64,
+            data: self.data.clone(),
         }
     }
-    drain
 }
 
 /// A Dataset A event as a camera would publish it.

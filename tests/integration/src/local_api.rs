@@ -1,6 +1,6 @@
 //! A stand-in for API Gateway's HTTP API in front of the ingest function: real
-//! HTTP on loopback, each request turned into a payload-v2 event for
-//! `ingest::handle`, and its answer turned back into HTTP.
+//! HTTP on loopback, each request turned into what `lambda_http` hands
+//! `ingest::handle` for a payload-v2 event, and its answer turned back into HTTP.
 //!
 //! Like the template's IAM authorization it refuses, with a `403`, a request
 //! without a SigV4 `Authorization` header for `execute-api` in the expected
@@ -11,15 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aws_lambda_events::encodings::Body;
-use aws_lambda_events::event::apigw::ApiGatewayV2httpRequest;
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use ingest::{Ingest, handle};
-use lambda_runtime::{Context, LambdaEvent};
+use ingest::{Body, Ingest, Request as LambdaRequest, handle};
 use sightline_aws::kinesis::KinesisPutRecords;
 use sightline_core::SystemClock;
 use tokio::net::TcpListener;
@@ -124,30 +120,13 @@ async fn serve(
     let Ok(bytes) = body.collect().await.map(|b| b.to_bytes()) else {
         return text(400, r#"{"message":"body could not be read"}"#.to_string());
     };
-    let mut event = ApiGatewayV2httpRequest::default();
-    event.headers = parts.headers.clone();
-    event.raw_path = Some(parts.uri.path().to_string());
-    event.request_context.http.method = parts.method.clone();
-    // API Gateway passes a body that is not UTF-8 text as base64.
-    match String::from_utf8(bytes.to_vec()) {
-        Ok(t) => event.body = Some(t),
-        Err(_) => {
-            event.body = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
-            event.is_base64_encoded = true;
-        }
-    }
-    let answer = match handle(app, LambdaEvent::new(event, Context::default())).await {
-        Ok(a) => a,
-        Err(e) => return text(502, format!(r#"{{"message":"function error: {e}"}}"#)),
+    // API Gateway passes a body that is not UTF-8 text as base64, which
+    // lambda_http decodes to binary.
+    let body = match String::from_utf8(bytes.to_vec()) {
+        Ok(t) => Body::Text(t),
+        Err(e) => Body::Binary(e.into_bytes()),
     };
-    let body = match answer.body {
-        Some(Body::Text(t)) => t,
-        Some(Body::Binary(b)) => String::from_utf8_lossy(&b).into_owned(),
-        _ => String::new(),
-    };
-    let mut resp = text(u16::try_from(answer.status_code).unwrap_or(502), body);
-    for (k, v) in &answer.headers {
-        resp.headers_mut().insert(k.clone(), v.clone());
-    }
-    resp
+    let answer = handle(app, LambdaRequest::from_parts(parts, body)).await;
+    let (parts, body) = answer.into_parts();
+    Response::from_parts(parts, Full::new(Bytes::copy_from_slice(&body)))
 }

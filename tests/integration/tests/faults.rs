@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! Faults injected over real HTTP between the SDK and moto: "nothing lost,
 //! nothing doubled" must hold through each of them.
 
@@ -7,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sightline_integration_tests::fault_proxy::{Fault, FaultProxy, Rule};
 use sightline_integration_tests::{
-    ShardRecord, Stack, Traffic, assert_exactly_once, count_by_id, drain_shard, endpoint,
-    lambda_event, now_ms, traffic,
+    ShardRecord, Stack, Traffic, assert_exactly_once, count_by_id, drain_shard, drain_with_mapping,
+    endpoint, traffic,
 };
 
 const SEED: u64 = 0x5167_471e;
@@ -105,6 +106,7 @@ async fn once(name: &str, rule: Rule) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_throughput_exceeded_once() {
+    sightline_integration_tests::require_moto!();
     once(
         "f-pte",
         Rule::once("DynamoDB.PutItem", Fault::DynamoThroughputExceeded),
@@ -114,6 +116,7 @@ async fn claim_throughput_exceeded_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_throttling_exception_once() {
+    sightline_integration_tests::require_moto!();
     once(
         "f-thr",
         Rule::once("DynamoDB.PutItem", Fault::DynamoThrottling),
@@ -123,6 +126,7 @@ async fn claim_throttling_exception_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_read_internal_server_error_once() {
+    sightline_integration_tests::require_moto!();
     once(
         "f-500",
         Rule::once("DynamoDB.GetItem", Fault::DynamoInternalError),
@@ -132,6 +136,7 @@ async fn checkpoint_read_internal_server_error_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_http_503_once() {
+    sightline_integration_tests::require_moto!();
     once(
         "f-503",
         Rule::once("DynamoDB.PutItem", Fault::Unavailable503),
@@ -141,6 +146,7 @@ async fn claim_http_503_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firehose_service_unavailable_once() {
+    sightline_integration_tests::require_moto!();
     once(
         "f-fsu",
         Rule::once("Firehose.PutRecordBatch", Fault::FirehoseUnavailable),
@@ -150,6 +156,7 @@ async fn firehose_service_unavailable_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firehose_partial_failure_once() {
+    sightline_integration_tests::require_moto!();
     once(
         "f-fpart",
         Rule::once(
@@ -162,6 +169,7 @@ async fn firehose_partial_failure_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantine_internal_error_once() {
+    sightline_integration_tests::require_moto!();
     once(
         "f-s3500",
         Rule::once("S3.PutObject", Fault::S3InternalError),
@@ -171,16 +179,19 @@ async fn quarantine_internal_error_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantine_slow_down_once() {
+    sightline_integration_tests::require_moto!();
     once("f-slow", Rule::once("S3.PutObject", Fault::S3SlowDown)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_connection_reset_once() {
+    sightline_integration_tests::require_moto!();
     once("f-reset", Rule::once("DynamoDB.PutItem", Fault::Reset)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firehose_answer_slower_than_the_sdk_timeout_once() {
+    sightline_integration_tests::require_moto!();
     // Moto acts after the delay, the SDK has already given up: a lost answer.
     let run = setup("f-delay", 2, 80).await;
     run.proxy.add(Rule::once(
@@ -194,6 +205,7 @@ async fn firehose_answer_slower_than_the_sdk_timeout_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_slower_than_the_sdk_timeout_once() {
+    sightline_integration_tests::require_moto!();
     once(
         "f-cdelay",
         Rule::once(
@@ -206,12 +218,14 @@ async fn claim_slower_than_the_sdk_timeout_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_answer_lost_after_the_write_once() {
+    sightline_integration_tests::require_moto!();
     // The claim exists; the retry finds this record's own claim and delivers.
     once("f-lost", Rule::once("DynamoDB.PutItem", Fault::LoseAnswer)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_answer_lost_after_the_write_once() {
+    sightline_integration_tests::require_moto!();
     once(
         "f-cplost",
         Rule::once("DynamoDB.PutItem", Fault::LoseAnswer).when_body_contains("checkpoint#"),
@@ -221,6 +235,7 @@ async fn checkpoint_answer_lost_after_the_write_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_mark_answer_lost_after_the_write_once() {
+    sightline_integration_tests::require_moto!();
     // A partial Firehose failure makes marks necessary; the first mark's answer is lost.
     let run = setup("f-marklost", 1, 80).await;
     run.proxy.add(Rule::once(
@@ -244,6 +259,7 @@ async fn delivered_mark_answer_lost_after_the_write_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_are_recognised_when_the_store_omits_the_old_item() {
+    sightline_integration_tests::require_moto!();
     // Every claim answer loses ALL_OLD's item: the adapter reads the claim instead.
     let run = setup("f-strip", 2, 80).await;
     run.proxy.add(Rule::always(
@@ -297,6 +313,7 @@ async fn at_most_twice(run: &Run) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firehose_answer_lost_after_firehose_acted_doubles_only_that_call() {
+    sightline_integration_tests::require_moto!();
     let run = setup("f-fhlost", 2, 80).await;
     run.proxy
         .add(Rule::once("Firehose.PutRecordBatch", Fault::LoseAnswer));
@@ -305,8 +322,12 @@ async fn firehose_answer_lost_after_firehose_acted_doubles_only_that_call() {
     at_most_twice(&run).await;
 }
 
+/// Every claim answers 400 ms late and the invocation has 3 s: each invocation
+/// settles the prefix it can and answers before the deadline (the mapping never
+/// kills it), and the shard drains with every event delivered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_deadline_with_a_slow_store_reports_unfinished_records() {
+async fn a_short_deadline_with_a_slow_store_settles_a_prefix_each_time_and_drains() {
+    sightline_integration_tests::require_moto!();
     let run = setup("f-deadline", 1, 60).await;
     run.proxy.add(Rule::always(
         "DynamoDB.PutItem",
@@ -314,54 +335,31 @@ async fn a_short_deadline_with_a_slow_store_reports_unfinished_records() {
     ));
     let mut config = run.stack.config();
     config.claim_concurrency = 2;
-    config.deadline_reserve_ms = 1_000;
     let app = run
         .stack
         .app_via(&config, &run.proxy.endpoint, Duration::from_secs(5))
         .await;
     let records = run.shards.values().next().expect("shard");
-    let started = Instant::now();
-    let deadline = now_ms() + 3_000;
-    let (resp, report) =
-        dedup_enrich::handle_with_report(&app, lambda_event(records, deadline)).await;
-    let took = started.elapsed();
+    let mut mapping = sightline_integration_tests::esm_config(records.len());
+    mapping.function_timeout = Duration::from_secs(3);
+    mapping.maximum_retry_attempts = None;
+    let drain = drain_with_mapping(&app, records, mapping).await;
+    for line in drain.esm.lines() {
+        println!("{line}");
+    }
+    assert_eq!(drain.esm.kills(), 0, "answered before every deadline");
     assert!(
-        took < Duration::from_millis(3_000),
-        "finished before the deadline: {took:?}"
+        drain.esm.partial_failures() > 0,
+        "unfinished records were reported, not killed"
     );
-    assert!(
-        !resp.batch_item_failures.is_empty(),
-        "unfinished records are reported"
-    );
-    assert_eq!(report.stats.accounted(), records.len() as u64);
-    println!(
-        "deadline case: {} of {} records settled in {took:?}",
-        records.len() - resp.batch_item_failures.len(),
-        records.len()
-    );
-    run.proxy.clear();
-    let app = run
-        .stack
-        .app_via(
-            &run.stack.config(),
-            &run.proxy.endpoint,
-            Duration::from_secs(5),
-        )
-        .await;
-    let first_failed = records
-        .iter()
-        .position(|r| {
-            resp.batch_item_failures
-                .iter()
-                .any(|f| f.item_identifier.as_deref() == Some(&r.sequence_number))
-        })
-        .expect("a failure");
-    drain_shard(&app, &records[first_failed..], 100, 100).await;
+    assert!(drain.stats.failed > 0);
+    assert_eq!(drain.stats.accounted(), drain.stats.received);
     assert_exactly_once(&run.stack.lake_lines().await, &run.traffic.unique);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_mixed_faults_lose_nothing_and_double_nothing() {
+    sightline_integration_tests::require_moto!();
     let run = setup("f-soak", 3, 2_000).await;
     // The rare kinds (few S3 calls; partial failures only on Firehose) are made
     // certain once, first; then every kind is drawn at random.
@@ -465,6 +463,7 @@ async fn soak_mixed_faults_lose_nothing_and_double_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_claim_and_delivery_is_delivered_exactly_once_on_retry() {
+    sightline_integration_tests::require_moto!();
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 

@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! dedup-enrich against moto over HTTP: real Kinesis records in, S3 out.
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ async fn run_all(stack: &Stack, shards: &BTreeMap<String, Vec<ShardRecord>>, bat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_unique_event_lands_once_across_batches_and_shards() {
+    sightline_integration_tests::require_moto!();
     let stack = Stack::create("once", 3).await;
     let t = traffic(400);
     stack.put(&t.payloads).await;
@@ -60,6 +62,7 @@ async fn every_unique_event_lands_once_across_batches_and_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_batch_delivers_nothing_new() {
+    sightline_integration_tests::require_moto!();
     let stack = Stack::create("replay", 2).await;
     let t = traffic(120);
     stack.put(&t.payloads).await;
@@ -90,6 +93,7 @@ async fn a_replayed_batch_delivers_nothing_new() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_delivery_is_reported_then_delivered_once_on_retry() {
+    sightline_integration_tests::require_moto!();
     let stack = Stack::create("retry", 1).await;
     let t = traffic(60);
     stack.put(&t.payloads).await;

@@ -1,0 +1,208 @@
+#![recursion_limit = "256"]
+//! `sightline replay` against moto: the event source mapping gives up on a
+//! range whose claims are still held; the replay releases them, puts the
+//! records back, and every event lands in the lake exactly once.
+
+use std::time::Duration;
+
+use sightline::replay::{Targets, replay_range};
+use sightline_aws::DynamoClaimStore;
+use sightline_integration_tests::fault_proxy::{Fault, FaultProxy, Rule};
+use sightline_integration_tests::{
+    Stack, assert_exactly_once, drain_shard, drain_with_mapping, endpoint, esm_config, traffic,
+};
+use sightline_local::esm::OnFailureRecord;
+
+const SEED: u64 = 0x7e91a7;
+
+fn stream_arn(stack: &Stack) -> String {
+    format!(
+        "arn:aws:kinesis:us-east-1:123456789012:stream/{}",
+        stack.kinesis_stream
+    )
+}
+
+fn targets<'a>(stack: &'a Stack, claims: &'a DynamoClaimStore, dry_run: bool) -> Targets<'a> {
+    Targets {
+        kinesis: &stack.kinesis,
+        claims,
+        stream: None,
+        dry_run,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_releases_the_claims_a_given_up_range_holds_and_every_event_lands_once() {
+    sightline_integration_tests::require_moto!();
+    let stack = Stack::create("r-release", 1).await;
+    let t = traffic(40);
+    stack.put(&t.payloads).await;
+    let original = stack.read_all().await;
+    let records = original.values().next().expect("shard").clone();
+
+    // Firehose is down and claim releases fail: the batch's claims stay held,
+    // unmarked, and the mapping gives up on it after its retry quota.
+    let proxy = FaultProxy::start(&endpoint(), SEED).await;
+    proxy.add(Rule::always(
+        "Firehose.PutRecordBatch",
+        Fault::FirehoseUnavailable,
+    ));
+    proxy.add(Rule::always(
+        "DynamoDB.DeleteItem",
+        Fault::DynamoInternalError,
+    ));
+    let mut config = stack.config();
+    config.retry_max_attempts = 2;
+    let app = stack
+        .app_via(&config, &proxy.endpoint, Duration::from_millis(800))
+        .await;
+    let mut mapping = esm_config(records.len());
+    mapping.maximum_retry_attempts = Some(1);
+    mapping.stream_arn = stream_arn(&stack);
+    let drain = drain_with_mapping(&app, &records, mapping).await;
+    for line in drain.esm.lines() {
+        println!("{line}");
+    }
+    let gave_up = drain.esm.gave_up();
+    assert_eq!(gave_up.len(), 1, "the mapping gave up on the batch");
+    let message = gave_up[0].clone();
+    assert!(stack.lake_lines().await.is_empty(), "nothing was delivered");
+    let held = stack
+        .clients
+        .dynamodb
+        .scan()
+        .table_name(&stack.table)
+        .send()
+        .await
+        .expect("scan")
+        .count();
+    assert!(
+        held > 0,
+        "claims are still held: a plain re-put would be dropped as duplicates"
+    );
+    proxy.clear();
+
+    // A dry run changes nothing.
+    let claims = DynamoClaimStore::new(stack.clients.dynamodb.clone(), &stack.table);
+    let dry = replay_range(&targets(&stack, &claims, true), &message)
+        .await
+        .expect("dry run");
+    assert_eq!(dry.put, 0);
+    assert!(dry.plan.released > 0);
+
+    let done = replay_range(&targets(&stack, &claims, false), &message)
+        .await
+        .expect("replay");
+    println!(
+        "replay: {} records, {} events, {} released, {} delivered, {} held by others, {} unclaimed, {} bad, {} put back",
+        done.plan.records,
+        done.plan.events,
+        done.plan.released,
+        done.plan.delivered,
+        done.plan.held_by_others,
+        done.plan.unclaimed,
+        done.plan.bad,
+        done.put
+    );
+    assert_eq!(done.plan.released, dry.plan.released);
+    assert_eq!(done.put, done.plan.to_put.len());
+    assert!(done.put > 0);
+
+    // The mapping reads the records put back (after the originals) with a
+    // healthy function.
+    let again = stack.read_all().await;
+    let replayed: Vec<_> = again
+        .values()
+        .next()
+        .expect("shard")
+        .iter()
+        .filter(|r| {
+            !records
+                .iter()
+                .any(|o| o.sequence_number == r.sequence_number)
+        })
+        .cloned()
+        .collect();
+    assert_eq!(replayed.len(), done.put);
+    let healthy = stack.app(&stack.config());
+    drain_shard(&healthy, &replayed, 100, 20).await;
+    assert_exactly_once(&stack.lake_lines().await, &t.unique);
+    assert_eq!(
+        stack.quarantine_lines().await.len(),
+        t.bad,
+        "each bad record quarantined once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_of_a_range_that_was_delivered_puts_nothing_back() {
+    sightline_integration_tests::require_moto!();
+    let stack = Stack::create("r-noop", 1).await;
+    let t = traffic(30);
+    stack.put(&t.payloads).await;
+    let records = stack
+        .read_all()
+        .await
+        .values()
+        .next()
+        .expect("shard")
+        .clone();
+    let app = stack.app(&stack.config());
+    drain_shard(&app, &records, 100, 10).await;
+    assert_exactly_once(&stack.lake_lines().await, &t.unique);
+
+    // An operator replays the range anyway (say, from a stale queue message).
+    let message = OnFailureRecord::for_range(
+        &records[0].shard_id,
+        &records[0].sequence_number,
+        &records[records.len() - 1].sequence_number,
+        records.len(),
+        &stream_arn(&stack),
+    );
+    let claims = DynamoClaimStore::new(stack.clients.dynamodb.clone(), &stack.table);
+    let done = replay_range(&targets(&stack, &claims, false), &message)
+        .await
+        .expect("replay");
+    assert_eq!(done.plan.released, 0);
+    assert_eq!(done.plan.unclaimed, 0);
+    // Only the bad records go back (they are quarantined again on arrival).
+    assert_eq!(done.put as u64, done.plan.bad);
+    assert_eq!(
+        done.plan.delivered + done.plan.held_by_others + done.plan.bad,
+        done.plan.events
+    );
+    assert_exactly_once(&stack.lake_lines().await, &t.unique);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_the_stream_no_longer_holds_is_refused() {
+    sightline_integration_tests::require_moto!();
+    let stack = Stack::create("r-gone", 1).await;
+    let t = traffic(5);
+    stack.put(&t.payloads).await;
+    let records = stack
+        .read_all()
+        .await
+        .values()
+        .next()
+        .expect("shard")
+        .clone();
+    // A sequence number before anything the shard holds, as after the stream
+    // trimmed it past its retention (moto numbers records from 1).
+    let message = OnFailureRecord::for_range(
+        &records[0].shard_id,
+        "0",
+        &records[2].sequence_number,
+        3,
+        &stream_arn(&stack),
+    );
+    let claims = DynamoClaimStore::new(stack.clients.dynamodb.clone(), &stack.table);
+    let err = replay_range(&targets(&stack, &claims, false), &message)
+        .await
+        .expect_err("refused");
+    let chain = sightline_core::batch::chain(&err).to_string();
+    println!("refused: {chain}");
+    assert!(chain.contains("cannot replay"), "{chain}");
+    let after = stack.read_all().await.values().next().expect("shard").len();
+    assert_eq!(after, records.len(), "nothing was put back");
+}
