@@ -14,7 +14,10 @@ python3 "$ROOT/scripts/gen-kpl-fixtures.py" --check
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
-log "cargo clippy --all-targets -D warnings"
+log "rust-version is true (covers every dependency and the language features in use)"
+python3 "$ROOT/scripts/check-msrv.py"
+
+log "cargo clippy --all-targets -D warnings (workspace lints: no unwrap/expect/panic outside tests)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "the deployed function carries no test-only features"

@@ -419,7 +419,7 @@ fn line_chart(
         label = escape(caption),
     );
     for tick in 0..=4 {
-        let v = y_max * tick as f64 / 4.0;
+        let v = y_max * f64::from(tick) / 4.0;
         let _ = writeln!(
             svg,
             r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,

@@ -89,7 +89,7 @@ pub struct ProduceReport {
 pub fn partition_key(line: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(line)
         .ok()
-        .and_then(|v| v.get("detection_oid").and_then(|id| id.as_i64()))
+        .and_then(|v| v.get("detection_oid").and_then(serde_json::Value::as_i64))
         .map_or_else(|| format!("line-{}", line.len()), |id| id.to_string())
 }
 

@@ -70,8 +70,6 @@ pub struct RollupArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RollupCliError {
-    #[error("starting the async runtime")]
-    Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Local(#[from] RollupError),
     #[error(transparent)]
@@ -118,12 +116,7 @@ pub enum BackfillError {
 }
 
 /// Runs the subcommand.
-pub fn run(args: RollupArgs) -> Result<(), RollupCliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(RollupCliError::Runtime)?;
+pub async fn run(args: RollupArgs) -> Result<(), RollupCliError> {
     let now = SystemClock.now_ms();
     if let (Some(from), Some(to)) = (args.from, args.to)
         && from > to
@@ -131,9 +124,9 @@ pub fn run(args: RollupArgs) -> Result<(), RollupCliError> {
         return Err(RollupCliError::EmptyRange { from, to });
     }
     match (&args.lake, &args.state_machine) {
-        (Some(lake), _) if args.scan_figures => runtime.block_on(scan(lake, args.rate)),
-        (Some(lake), _) => runtime.block_on(local(lake, &args, now)),
-        (None, Some(arn)) => runtime.block_on(aws(arn, &args, now)),
+        (Some(lake), _) if args.scan_figures => scan(lake, args.rate).await,
+        (Some(lake), _) => local(lake, &args, now).await,
+        (None, Some(arn)) => aws(arn, &args, now).await,
         // clap requires one of them.
         (None, None) => Ok(()),
     }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! `sightline generate`: its ground truth, checked independently with the
 //! pipeline's own decoder; determinism; the shape of the traffic.
 

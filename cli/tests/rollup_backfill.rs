@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! `sightline rollup --state-machine`: the backfill in AWS, through aws-sdk-sfn, against
 //! a local stand-in for the Step Functions API (moto stores executions but never ends
 //! them). The stand-in speaks the service's JSON protocol over HTTP, records every call

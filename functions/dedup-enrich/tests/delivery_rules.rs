@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! The function under Lambda's own delivery rules: a hard deadline, bisected
 //! batches, whole-batch retries and long retention, each through the local
 //! event source mapping, in virtual time (deterministic, no sleeping).
@@ -80,7 +81,10 @@ async fn a_slow_store_still_drains_the_shard_and_every_claiming_invocation_settl
     println!(
         "slow store: {} invocations to drain 200 events; settled per invocation {:?}",
         invocations.len(),
-        invocations.iter().map(|i| i.settled()).collect::<Vec<_>>()
+        invocations
+            .iter()
+            .map(sim::Invocation::settled)
+            .collect::<Vec<_>>()
     );
     for (n, i) in invocations.iter().enumerate() {
         assert!(

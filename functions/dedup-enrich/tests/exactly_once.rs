@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! The exactly-once property, with the handler driven by the local event source
 //! mapping: random traffic (duplicates inside and across batches and shards,
 //! bad records), random store, Firehose and S3 faults and lost answers, whole

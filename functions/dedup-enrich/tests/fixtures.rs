@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! The handler, called directly with the fixture events and in-memory ports.
 
 use aws_lambda_events::event::kinesis::KinesisEvent;

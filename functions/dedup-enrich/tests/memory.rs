@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! Sequence 6: the memory one batch can take. A batch of KPL aggregates can
 //! expand to hundreds of thousands of tiny bad user records; the function must
 //! handle it well inside its deployed memory (512 MB), whatever the quarantine

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! The README documents the contract SAM, Terraform and the Glue table are built
 //! from; these tests keep it equal to the code.
 

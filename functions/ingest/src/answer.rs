@@ -82,7 +82,7 @@ fn result(index: usize, verdict: &Verdict, failed: bool) -> Value {
             "index": index,
             "status": "rejected",
             "reason": why.code(),
-            "field": why.field().map(|f| f.name()),
+            "field": why.field().map(sightline_core::decode::Field::name),
             "message": why.to_string(),
         }),
     }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! The `events/` fixtures (what `cargo lambda invoke` sends), read the way the
 //! runtime reads them and answered by the handler with an in-memory stream.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! The ingest handler, called directly with HTTP API requests and an in-memory stream.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! Throughput of the per-record path, and of a whole batch over in-memory ports.
 //!   cargo bench -p sightline-core --bench pipeline
 //!   cargo bench -p sightline-core --bench pipeline -- kpl   (KPL de-aggregation alone and in a batch)
@@ -62,7 +63,7 @@ fn per_record(c: &mut Criterion) {
                 }
             }
             black_box(out.len())
-        })
+        });
     });
     g.bench_function("10k_records_decode_only", |b| {
         b.iter(|| {
@@ -71,7 +72,7 @@ fn per_record(c: &mut Criterion) {
                 ok += usize::from(sightline_core::decode::decode(r).is_ok());
             }
             black_box(ok)
-        })
+        });
     });
     g.finish();
 }
@@ -102,7 +103,7 @@ fn kpl(c: &mut Criterion) {
     let mut g = c.benchmark_group("kpl");
     g.throughput(Throughput::Elements(1_000));
     g.bench_function("deaggregate_1000_user_records", |b| {
-        b.iter(|| black_box(deaggregate(black_box(&agg.data)).map(|u| u.len())))
+        b.iter(|| black_box(deaggregate(black_box(&agg.data)).map(|u| u.len())));
     });
     g.finish();
 }
@@ -135,7 +136,7 @@ fn whole_batch(c: &mut Criterion) {
                 black_box(report.stats.delivered)
             },
             BatchSize::LargeInput,
-        )
+        );
     });
     let mut offset = 50_000_000i64;
     g.bench_function("1000_user_records_in_10_kpl_aggregates", |b| {
@@ -163,7 +164,7 @@ fn whole_batch(c: &mut Criterion) {
                 black_box(report.stats.delivered)
             },
             BatchSize::LargeInput,
-        )
+        );
     });
     g.finish();
 }

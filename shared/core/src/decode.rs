@@ -510,19 +510,19 @@ impl<'de> Deserialize<'de> for RawEvent<'de> {
                 while let Some(key) = map.next_key::<Key>()? {
                     match key {
                         Key::Known(Field::DetectionOid) => {
-                            raw.detection_oid.set(map.next_value::<IntSlot>()?.0)
+                            raw.detection_oid.set(map.next_value::<IntSlot>()?.0);
                         }
                         Key::Known(Field::VideoCameraOid) => {
-                            raw.video_camera_oid.set(map.next_value::<IntSlot>()?.0)
+                            raw.video_camera_oid.set(map.next_value::<IntSlot>()?.0);
                         }
                         Key::Known(Field::GeographicalLocationOid) => raw
                             .geographical_location_oid
                             .set(map.next_value::<IntSlot>()?.0),
                         Key::Known(Field::TimestampDetected) => {
-                            raw.timestamp_detected.set(map.next_value::<IntSlot>()?.0)
+                            raw.timestamp_detected.set(map.next_value::<IntSlot>()?.0);
                         }
                         Key::Known(Field::ItemName) => {
-                            raw.item_name.set(map.next_value::<StrSlot<'de>>()?.0)
+                            raw.item_name.set(map.next_value::<StrSlot<'de>>()?.0);
                         }
                         Key::Other => {
                             map.next_value::<IgnoredAny>()?;

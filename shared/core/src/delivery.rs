@@ -195,7 +195,7 @@ where
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means another attempt panicked mid-update; the data is a plain Vec.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<P: RecordBatchPort> EventSink for PackedSink<P> {

@@ -200,7 +200,13 @@ mod tests {
             let bytes: usize = big[c.clone()].iter().map(|r| r.data.len()).sum();
             assert!(bytes <= FIREHOSE_CALL_RAW_BYTES_BUDGET);
         }
-        assert_eq!(calls.iter().map(|c| c.len()).sum::<usize>(), 9);
+        assert_eq!(
+            calls
+                .iter()
+                .map(std::iter::ExactSizeIterator::len)
+                .sum::<usize>(),
+            9
+        );
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub fn render_line(out: &mut Vec<u8>, b: &BadRecord<'_>) -> Result<(), serde_jso
             arrival_ms: record.arrival_ms,
             arrival_time: iso8601(record.arrival_ms),
             reason: b.why.code(),
-            field: b.why.field().map(|f| f.name()),
+            field: b.why.field().map(super::decode::Field::name),
             message: b.why.to_string(),
             data_base64: base64::engine::general_purpose::STANDARD.encode(data),
         },

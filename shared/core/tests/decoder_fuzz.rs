@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! Proptest-based fuzzing of the record decoder: arbitrary bytes never panic,
 //! and for JSON objects the strict decoder agrees with an independent reference
 //! written over `serde_json::Value`.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! Scenario tests of the batch logic over in-memory ports, one invocation at a
 //! time. The exactly-once property under Lambda's delivery rules is tested
 //! through the local event source mapping in `functions/dedup-enrich/tests`.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! KPL aggregated records: the de-aggregator against aggregates built by an
 //! independent implementation (`aws-kinesis-agg`, see
 //! scripts/gen-kpl-fixtures.py), corrupt aggregates, proptest fuzzing and

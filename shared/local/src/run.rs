@@ -1,6 +1,6 @@
 //! `sightline run`: an NDJSON file through the Lambda's batch code, on one machine.
 //!
-//! A reader thread plays Kinesis: it keys each line by camera, hashes it to a
+//! A reader thread plays Kinesis: it keys each line by its detection_oid, hashes it to a
 //! shard, gives it the shard's next sequence number and cuts per-shard batches.
 //! One thread per shard runs the local event source mapping ([`crate::esm`]),
 //! with Lambda's delivery rules (partial batch responses, whole-batch retries

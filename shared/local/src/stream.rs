@@ -1,8 +1,9 @@
 //! A local stand-in for the Kinesis stream: shards, partition keys and sequence
 //! numbers with Kinesis's semantics, so the batch code sees what Lambda gives it.
 //!
-//! - The partition key is the camera (`video_camera_oid`), as the ingest function
-//!   and producers use; a record without one is keyed by its own bytes.
+//! - The partition key is the event id (`detection_oid`), as the ingest function
+//!   and `sightline produce` use, so a re-send lands on its original's shard as in
+//!   production; a record without one is keyed by its own bytes.
 //! - Like Kinesis, the shard is chosen by the MD5 of the partition key, over
 //!   shards that split the 128-bit hash key space evenly.
 //! - Sequence numbers rise within a shard. A stream is one input file: the same
@@ -25,10 +26,10 @@ pub fn shard_for_key(partition_key: &[u8], shards: usize) -> usize {
     (hash / (u128::MAX / shards)).min(shards - 1) as usize
 }
 
-/// The partition key of a raw record: the digits of `"video_camera_oid":`, or the
+/// The partition key of a raw record: the digits of `"detection_oid":`, or the
 /// whole record when it has none (a malformed record still needs a shard).
 pub fn partition_key(data: &[u8]) -> &[u8] {
-    const FIELD: &[u8] = b"\"video_camera_oid\"";
+    const FIELD: &[u8] = b"\"detection_oid\"";
     let Some(at) = data.windows(FIELD.len()).position(|w| w == FIELD) else {
         return data;
     };
@@ -73,22 +74,22 @@ mod tests {
     use sightline_core::seq::cmp_sequence;
 
     #[test]
-    fn partition_key_is_the_camera_id() {
+    fn partition_key_is_the_event_id() {
         let line =
-            br#"{"detection_oid":1,"video_camera_oid": 4207,"geographical_location_oid":42}"#;
+            br#"{"video_camera_oid":7,"detection_oid": 4207,"geographical_location_oid":42}"#;
         assert_eq!(partition_key(line), b"4207");
         assert_eq!(partition_key(b"not json"), b"not json");
         assert_eq!(
-            partition_key(br#"{"video_camera_oid":"x"}"#),
-            br#"{"video_camera_oid":"x"}"#
+            partition_key(br#"{"detection_oid":"x"}"#),
+            br#"{"detection_oid":"x"}"#
         );
     }
 
     #[test]
     fn one_key_always_lands_on_one_shard_and_keys_spread_over_all_shards() {
         let mut counts = [0usize; 4];
-        for camera in 0..4000 {
-            let key = camera.to_string();
+        for id in 0..4000 {
+            let key = id.to_string();
             let shard = shard_for_key(key.as_bytes(), 4);
             assert_eq!(shard, shard_for_key(key.as_bytes(), 4));
             counts[shard] += 1;

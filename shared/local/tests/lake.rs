@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! The Parquet lake sink: Hive layout, Glue column types, rolling files, and no
 //! loss of accepted rows when the process dies before a roll.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! The embedded claim store answers exactly as the reference model of the
 //! DynamoDB claim table (`sightline_core::fakes::MemoryStore`) does, for any
 //! sequence of operations, and keeps its answers across a reopen.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! Wall time of one 1,000-record batch against moto, with claim concurrency 1
 //! and with the default. A bench command, not a test:
 //!   scripts/bench-moto.sh

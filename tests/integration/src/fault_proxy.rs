@@ -150,7 +150,7 @@ pub struct FaultProxy {
 }
 
 fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl FaultProxy {

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 //! Harness for integration tests against a local moto server.
 //!
 //! `scripts/test.sh` starts moto and exports `SIGHTLINE_AWS_ENDPOINT`. Each test
@@ -320,7 +321,7 @@ impl Stack {
                         partition_key: r.partition_key().unwrap_or_default().to_string(),
                         arrival_secs: r
                             .approximate_arrival_timestamp()
-                            .map_or(0.0, |t| t.as_secs_f64()),
+                            .map_or(0.0, aws_sdk_dynamodb::primitives::DateTime::as_secs_f64),
                         data: r.data().as_ref().to_vec(),
                     });
                 }

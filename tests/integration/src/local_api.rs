@@ -117,7 +117,11 @@ async fn serve(
         return text(403, r#"{"message":"Forbidden"}"#.to_string());
     }
     let (parts, body) = req.into_parts();
-    let Ok(bytes) = body.collect().await.map(|b| b.to_bytes()) else {
+    let Ok(bytes) = body
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+    else {
         return text(400, r#"{"message":"body could not be read"}"#.to_string());
     };
     // API Gateway passes a body that is not UTF-8 text as base64, which

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 #![recursion_limit = "256"]
 //! Faults injected over real HTTP between the SDK and moto: "nothing lost,
 //! nothing doubled" must hold through each of them.

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 #![recursion_limit = "256"]
 //! The front door end to end against moto: HTTP API requests -> ingest ->
 //! Kinesis -> dedup-enrich -> S3.

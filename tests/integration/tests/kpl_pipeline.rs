@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 #![recursion_limit = "256"]
 //! KPL aggregates through moto: aggregates built by `aws-kinesis-agg` (the
 //! committed fixtures) go into a Kinesis stream, dedup-enrich splits them, and

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 #![recursion_limit = "256"]
 //! dedup-enrich against moto over HTTP: real Kinesis records in, S3 out.
 

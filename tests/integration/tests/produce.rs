@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 #![recursion_limit = "256"]
 //! `sightline produce` against moto: everything sent arrives, and the achieved
 //! rate is reported.

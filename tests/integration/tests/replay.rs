@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 #![recursion_limit = "256"]
 //! `sightline replay` against moto: the event source mapping gives up on a
 //! range whose claims are still held; the replay releases them, puts the
