@@ -1,7 +1,7 @@
 //! In-memory fakes of the ports, with seeded fault injection. For unit and
 //! property tests of the batch logic only; integration tests use moto.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -138,6 +138,8 @@ pub struct MemoryStore {
     /// Every call answers this late.
     pub latency: Latency,
     pub calls: CallCounts,
+    /// Claims of these event ids fail, transiently, on every attempt.
+    pub fail_claims: Mutex<HashSet<i64>>,
 }
 
 impl Default for MemoryStore {
@@ -154,6 +156,7 @@ impl MemoryStore {
             faults,
             latency: Latency::default(),
             calls: CallCounts::default(),
+            fail_claims: Mutex::new(HashSet::new()),
         }
     }
 
@@ -177,6 +180,10 @@ impl ClaimStore for MemoryStore {
     type Error = FakeError;
 
     async fn claim(&self, req: &ClaimRequest<'_>) -> Result<ClaimOutcome, FakeError> {
+        if lock(&self.fail_claims).contains(&req.event_id) {
+            self.calls.add("claim");
+            return Err(fault("claim", false));
+        }
         self.act("claim", || {
             let mut claims = lock(&self.claims);
             match claims.get(&req.event_id) {
@@ -286,6 +293,8 @@ pub struct MemoryFirehose {
     pub latency: Latency,
     /// Raw bytes of every call, in order.
     pub call_bytes: Mutex<Vec<usize>>,
+    /// Entries holding any of these `detection_oid`s are rejected on every attempt.
+    pub reject: Mutex<HashSet<i64>>,
 }
 
 impl Default for MemoryFirehose {
@@ -304,6 +313,7 @@ impl MemoryFirehose {
             next_calls_fail: Mutex::new(VecDeque::new()),
             latency: Latency::default(),
             call_bytes: Mutex::new(Vec::new()),
+            reject: Mutex::new(HashSet::new()),
         }
     }
 
@@ -361,14 +371,22 @@ impl MemoryFirehose {
         }
         let scripted = lock(&self.next_calls_fail).pop_front();
         let p = *lock(&self.entry_failure_rate);
+        let reject = lock(&self.reject).clone();
         Ok(records
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let rejected = match scripted {
-                    Some(share) => share >= 1.0 || (share > 0.0 && i % 2 == 0),
-                    None => self.faults.chance(p),
+                let chosen = !reject.is_empty() && {
+                    let text = String::from_utf8_lossy(r);
+                    reject
+                        .iter()
+                        .any(|id| text.contains(&format!("\"detection_oid\":{id},")))
                 };
+                let rejected = chosen
+                    || match scripted {
+                        Some(share) => share >= 1.0 || (share > 0.0 && i % 2 == 0),
+                        None => self.faults.chance(p),
+                    };
                 if rejected {
                     Some(EntryFailure {
                         code: "ServiceUnavailableException".into(),

@@ -6,24 +6,20 @@
 //! failures reported against the aggregate's sequence number, exactly once
 //! under faults).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
 use proptest::prelude::*;
-use sightline_core::delivery::{EntryFailure, PackedSink, RecordBatchPort};
-use sightline_core::fakes::{
-    FakeError, Faults, ManualClock, MemoryFirehose, MemoryQuarantine, MemoryStore,
-};
+use sightline_core::delivery::PackedSink;
+use sightline_core::fakes::{Faults, ManualClock, MemoryFirehose, MemoryQuarantine, MemoryStore};
 use sightline_core::kpl::testing::{len_field, varint, wrap};
 use sightline_core::kpl::{
     self, CODE_CORRUPT, KPL_MAGIC, KplError, MAX_USER_RECORDS_PER_AGGREGATE, UserRecord,
 };
 use sightline_core::packing::PackConfig;
-use sightline_core::ports::{Checkpoint, ClaimOutcome, ClaimRequest, ClaimStore};
-use sightline_core::retry::{ErrorClass, RetryPolicy};
+use sightline_core::retry::RetryPolicy;
 use sightline_core::{
     BatchReport, DatasetB, Deadline, DuplicateKind, Fate, InputRecord, Pipeline, PipelineConfig,
 };
@@ -317,92 +313,9 @@ proptest! {
 
 // ------------------------------------------------------------- the batch path
 
-/// A claim store that fails claims of chosen events (every attempt), over the fake.
-#[derive(Default)]
-struct FlakyStore {
-    inner: MemoryStore,
-    fail_claims: Mutex<HashSet<i64>>,
-}
-
-fn injected(op: &'static str) -> FakeError {
-    FakeError {
-        op,
-        class: ErrorClass::Transient,
-        applied: false,
-    }
-}
-
-impl ClaimStore for FlakyStore {
-    type Error = FakeError;
-
-    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<ClaimOutcome, FakeError> {
-        if self
-            .fail_claims
-            .lock()
-            .expect("lock")
-            .contains(&req.event_id)
-        {
-            return Err(injected("claim"));
-        }
-        self.inner.claim(req).await
-    }
-    async fn mark_delivered(&self, event_id: i64, owner: &str) -> Result<(), FakeError> {
-        self.inner.mark_delivered(event_id, owner).await
-    }
-    async fn release(&self, event_id: i64, owner: &str) -> Result<(), FakeError> {
-        self.inner.release(event_id, owner).await
-    }
-    async fn get_checkpoint(
-        &self,
-        shard_id: &str,
-        first_sequence: &str,
-        now_secs: i64,
-    ) -> Result<Option<Checkpoint>, FakeError> {
-        self.inner
-            .get_checkpoint(shard_id, first_sequence, now_secs)
-            .await
-    }
-    async fn put_checkpoint(&self, cp: &Checkpoint) -> Result<(), FakeError> {
-        self.inner.put_checkpoint(cp).await
-    }
-}
-
-/// A Firehose that rejects (every attempt) the entries holding chosen events.
-#[derive(Default)]
-struct FlakyFirehose {
-    inner: MemoryFirehose,
-    reject: Mutex<HashSet<i64>>,
-}
-
-impl RecordBatchPort for FlakyFirehose {
-    type Error = FakeError;
-
-    async fn put_record_batch<'a>(
-        &'a self,
-        records: &'a [&'a [u8]],
-    ) -> Result<Vec<Option<EntryFailure>>, FakeError> {
-        let reject = self.reject.lock().expect("lock").clone();
-        let mut out = Vec::with_capacity(records.len());
-        for r in records {
-            let text = String::from_utf8_lossy(r);
-            let hit = reject
-                .iter()
-                .any(|id| text.contains(&format!("\"detection_oid\":{id},")));
-            if hit {
-                out.push(Some(EntryFailure {
-                    code: "ServiceUnavailableException".into(),
-                    message: "injected".into(),
-                }));
-            } else {
-                let mut ok = self.inner.put_record_batch(std::slice::from_ref(r)).await?;
-                out.push(ok.pop().flatten());
-            }
-        }
-        Ok(out)
-    }
-}
-
-type Flaky = Pipeline<FlakyStore, PackedSink<FlakyFirehose>, MemoryQuarantine, ManualClock>;
+// The fakes' targeted faults: claims of chosen events fail, and Firehose rejects
+// the entries holding chosen events, on every attempt.
+type Flaky = Pipeline<MemoryStore, PackedSink<MemoryFirehose>, MemoryQuarantine, ManualClock>;
 
 fn retry_policy() -> RetryPolicy {
     RetryPolicy {
@@ -415,9 +328,9 @@ fn retry_policy() -> RetryPolicy {
 
 fn flaky() -> Flaky {
     Pipeline::new(
-        FlakyStore::default(),
+        MemoryStore::default(),
         // One event per Firehose record, so one event can be rejected alone.
-        PackedSink::new(FlakyFirehose::default(), PackConfig::new(1)),
+        PackedSink::new(MemoryFirehose::default(), PackConfig::new(1)),
         MemoryQuarantine::default(),
         ManualClock::at(NOW_MS),
         DatasetB::embedded().expect("dataset B"),
@@ -542,7 +455,7 @@ async fn an_aggregate_from_aws_kinesis_agg_goes_through_the_batch_like_plain_rec
     assert_eq!(s.quarantine_reasons.get("invalid_json"), Some(&1));
     assert_eq!(s.quarantine_reasons.get("timestamp_too_old"), Some(&1));
 
-    let lines = p.sink.port.inner.delivered();
+    let lines = p.sink.port.delivered();
     let ids = delivered_ids(&lines);
     for id in [1, 3, 501, 502, 503, 505] {
         assert_eq!(ids.get(&id), Some(&1), "event {id}: {ids:?}");
@@ -650,10 +563,9 @@ async fn a_failed_claim_inside_an_aggregate_reports_the_aggregates_sequence_numb
     assert_eq!(report.stats.failed, 7);
     assert_eq!(report.stats.delivered, 1);
     // Nothing of the aggregate went out, and its claims were released.
-    assert_eq!(delivered_ids(&p.sink.port.inner.delivered()).len(), 1);
+    assert_eq!(delivered_ids(&p.sink.port.delivered()).len(), 1);
     assert!(
         p.store
-            .inner
             .claims
             .lock()
             .expect("lock")
@@ -668,7 +580,7 @@ async fn a_failed_claim_inside_an_aggregate_reports_the_aggregates_sequence_numb
     check_accounting(&retry, &batch[1..]);
     assert_eq!(retry.fates, vec![Fate::Deaggregated, Fate::Delivered]);
     assert_eq!(retry.user_fates[0], vec![Fate::Delivered; 6]);
-    let ids = delivered_ids(&p.sink.port.inner.delivered());
+    let ids = delivered_ids(&p.sink.port.delivered());
     let want: BTreeSet<i64> = [1, 10, 11, 12, 13, 14, 15, 30].into();
     assert_eq!(ids.keys().copied().collect::<BTreeSet<_>>(), want);
     assert!(ids.values().all(|n| *n == 1), "{ids:?}");
@@ -711,7 +623,7 @@ async fn a_firehose_rejection_inside_an_aggregate_retries_it_without_doubles() {
     );
     assert_eq!(retry.fates[1], replayed);
     // Each user record delivered exactly once over both invocations.
-    let ids = delivered_ids(&p.sink.port.inner.delivered());
+    let ids = delivered_ids(&p.sink.port.delivered());
     let want: BTreeSet<i64> = [1, 10, 11, 12, 13, 14, 15, 30].into();
     assert_eq!(ids.keys().copied().collect::<BTreeSet<_>>(), want);
     assert!(ids.values().all(|n| *n == 1), "{ids:?}");
@@ -721,7 +633,7 @@ async fn a_firehose_rejection_inside_an_aggregate_retries_it_without_doubles() {
     check_accounting(&again, &batch[1..]);
     assert_eq!(again.user_fates[0], vec![replayed; 6]);
     assert_eq!(
-        delivered_ids(&p.sink.port.inner.delivered())
+        delivered_ids(&p.sink.port.delivered())
             .values()
             .sum::<usize>(),
         8
@@ -736,7 +648,7 @@ async fn an_exhausted_deadline_retries_whole_aggregates() {
     check_accounting(&report, &batch);
     assert_eq!(report.failed_sequences, vec![seq(1), seq(2)]);
     assert_eq!(report.stats.failed, 4);
-    assert!(p.sink.port.inner.delivered().is_empty());
+    assert!(p.sink.port.delivered().is_empty());
 }
 
 // ------------------------------------------ exactly once, under faults, with KPL

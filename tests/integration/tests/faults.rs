@@ -89,12 +89,26 @@ fn dedup_view(lines: &[Value]) -> Vec<Value> {
     best.into_values().cloned().collect()
 }
 
-/// One fault kind, on one call, then cleared: everything lands exactly once.
-async fn once(name: &str, rule: Rule) {
+/// One fault kind, on one call, then cleared: everything lands exactly once, and
+/// the counters the README's "Failure modes" row promises the operator moved.
+async fn once(name: &str, rule: Rule, promised: &[&str]) {
     let fault = rule.fault.name();
     let run = setup(name, 2, 80).await;
     run.proxy.add(rule);
-    drain_all(&run, Duration::from_millis(800), 30).await;
+    let drain = drain_all(&run, Duration::from_millis(800), 30).await;
+    let moved: HashMap<&str, u64> = drain
+        .stats
+        .metrics()
+        .into_iter()
+        .map(|(name, value, _)| (name, value))
+        .collect();
+    println!("{name}: {moved:?}");
+    for counter in promised {
+        assert!(
+            moved.get(counter).copied().unwrap_or_default() > 0,
+            "{fault}: the README promises the operator sees {counter}; counters: {moved:?}"
+        );
+    }
     assert_eq!(
         run.proxy.injected().get(fault),
         Some(&1),
@@ -111,6 +125,7 @@ async fn claim_throughput_exceeded_once() {
     once(
         "f-pte",
         Rule::once("DynamoDB.PutItem", Fault::DynamoThroughputExceeded),
+        &["Throttled", "Retried"],
     )
     .await;
 }
@@ -121,6 +136,7 @@ async fn claim_throttling_exception_once() {
     once(
         "f-thr",
         Rule::once("DynamoDB.PutItem", Fault::DynamoThrottling),
+        &["Throttled", "Retried"],
     )
     .await;
 }
@@ -131,6 +147,7 @@ async fn checkpoint_read_internal_server_error_once() {
     once(
         "f-500",
         Rule::once("DynamoDB.GetItem", Fault::DynamoInternalError),
+        &["Retried"],
     )
     .await;
 }
@@ -141,6 +158,7 @@ async fn claim_http_503_once() {
     once(
         "f-503",
         Rule::once("DynamoDB.PutItem", Fault::Unavailable503),
+        &["Retried"],
     )
     .await;
 }
@@ -151,6 +169,7 @@ async fn firehose_service_unavailable_once() {
     once(
         "f-fsu",
         Rule::once("Firehose.PutRecordBatch", Fault::FirehoseUnavailable),
+        &["Throttled", "Retried"],
     )
     .await;
 }
@@ -164,6 +183,7 @@ async fn firehose_partial_failure_once() {
             "Firehose.PutRecordBatch",
             Fault::FirehosePartial { fail_ratio: 0.5 },
         ),
+        &["Throttled", "Retried"],
     )
     .await;
 }
@@ -174,6 +194,7 @@ async fn quarantine_internal_error_once() {
     once(
         "f-s3500",
         Rule::once("S3.PutObject", Fault::S3InternalError),
+        &["Retried"],
     )
     .await;
 }
@@ -181,13 +202,23 @@ async fn quarantine_internal_error_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantine_slow_down_once() {
     sightline_integration_tests::require_moto!();
-    once("f-slow", Rule::once("S3.PutObject", Fault::S3SlowDown)).await;
+    once(
+        "f-slow",
+        Rule::once("S3.PutObject", Fault::S3SlowDown),
+        &["Throttled", "Retried"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_connection_reset_once() {
     sightline_integration_tests::require_moto!();
-    once("f-reset", Rule::once("DynamoDB.PutItem", Fault::Reset)).await;
+    once(
+        "f-reset",
+        Rule::once("DynamoDB.PutItem", Fault::Reset),
+        &["Retried"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,6 +244,7 @@ async fn claim_slower_than_the_sdk_timeout_once() {
             "DynamoDB.PutItem",
             Fault::Delay(Duration::from_millis(1_500)),
         ),
+        &["Retried"],
     )
     .await;
 }
@@ -221,7 +253,12 @@ async fn claim_slower_than_the_sdk_timeout_once() {
 async fn claim_answer_lost_after_the_write_once() {
     sightline_integration_tests::require_moto!();
     // The claim exists; the retry finds this record's own claim and delivers.
-    once("f-lost", Rule::once("DynamoDB.PutItem", Fault::LoseAnswer)).await;
+    once(
+        "f-lost",
+        Rule::once("DynamoDB.PutItem", Fault::LoseAnswer),
+        &["Retried"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,6 +267,7 @@ async fn checkpoint_answer_lost_after_the_write_once() {
     once(
         "f-cplost",
         Rule::once("DynamoDB.PutItem", Fault::LoseAnswer).when_body_contains("checkpoint#"),
+        &["Retried"],
     )
     .await;
 }
