@@ -7,5 +7,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 log "building the sightline command (first build: ~15 min on 2 cores, DataFusion is most of it)"
-(cd "$ROOT" && cargo build --locked -p sightline)
+# The whole workspace's binaries, with the features the test build uses, so
+# scripts/test.sh afterwards reuses every dependency built here.
+(cd "$ROOT" && cargo build --locked --workspace --bins)
 exec "$CARGO_TARGET_DIR/debug/sightline" demo "$@"

@@ -17,6 +17,9 @@ cargo fmt --all -- --check
 log "rust-version is true (covers every dependency and the language features in use)"
 python3 "$ROOT/scripts/check-msrv.py"
 
+log "the scripts' builds share every dependency artifact with the test build"
+python3 "$ROOT/scripts/check-build-sharing.py"
+
 log "cargo clippy --all-targets -D warnings (workspace lints: no unwrap/expect/panic outside tests)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

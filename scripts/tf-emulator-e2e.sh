@@ -2,7 +2,7 @@
 # Applies the Terraform stack (infra/examples/emulator -> infra/modules/sightline) to
 # a moto server, runs the pipeline end to end against the resources it created, and
 # destroys it:
-#   1. cargo build -p dedup-enrich -p ingest, each zipped as `bootstrap` (host builds:
+#   1. cargo build --workspace --bins, dedup-enrich and ingest each zipped as `bootstrap` (host builds:
 #      moto stores the zips but cannot run provided.al2023 without Docker);
 #   2. terraform init (local provider mirror) + apply, with a unique stage per run and
 #      the state in a temporary directory;
@@ -75,7 +75,10 @@ step() {
 
 # Every command ends in `|| return 1`: step runs this inside `if`, where set -e is off.
 build_zip() {
-  cargo build --locked -p dedup-enrich -p ingest || return 1
+  # --workspace --bins: the test build's feature set, so nothing is compiled again (the
+  # crash harness's fault points come with it, inert without SIGHTLINE_FAULT_POINT; the
+  # deployable builds, scripts/build-lambda.sh and sam build, carry none).
+  cargo build --locked --workspace --bins || return 1
   # The zips Terraform uploads; the e2e runs the bootstraps it extracts from these same files.
   python3 - "$CARGO_TARGET_DIR/debug/dedup-enrich" "$work/bootstrap.zip" "$CARGO_TARGET_DIR/debug/ingest" "$work/ingest.zip" <<'PY'
 import sys, zipfile
