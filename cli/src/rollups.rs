@@ -318,13 +318,10 @@ async fn aws(arn: &str, args: &RollupArgs, now: i64) -> Result<(), RollupCliErro
         }
         return Ok(());
     }
-    let mut loader = sightline_aws::clients::config_loader(ClientSettings::default())
+    let loader = sightline_aws::clients::config_loader(ClientSettings::default())
         // A backfill waits minutes per hour; let the SDK retry throttled polls itself.
         .retry_config(RetryConfig::standard().with_max_attempts(5));
-    if let Some(url) = &args.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    let sdk = loader.load().await;
+    let sdk = crate::sdk_config(loader, args.endpoint_url.as_deref()).await;
     let machine = StateMachine::new(
         aws_sdk_sfn::Client::new(&sdk),
         arn,

@@ -33,15 +33,3 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Query(args) => query::run(args).await,
     }
 }
-
-/// The SDK configuration from the environment, with an optional endpoint (an emulator).
-async fn sdk_config(
-    settings: sightline_aws::ClientSettings,
-    endpoint_url: Option<&str>,
-) -> aws_config::SdkConfig {
-    let mut loader = sightline_aws::clients::config_loader(settings);
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    loader.load().await
-}

@@ -58,7 +58,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ..ProduceConfig::default()
     };
     let settings = ClientSettings::default();
-    let sdk = super::sdk_config(settings, args.endpoint_url.as_deref()).await;
+    let sdk = sightline::sdk_config(
+        sightline_aws::clients::config_loader(settings),
+        args.endpoint_url.as_deref(),
+    )
+    .await;
     let mut bar = Progress::new();
     let message = |r: &ProduceReport| {
         format!(

@@ -33,7 +33,11 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let settings = ClientSettings::default();
-    let sdk = super::sdk_config(settings, args.endpoint_url.as_deref()).await;
+    let sdk = sightline::sdk_config(
+        sightline_aws::clients::config_loader(settings),
+        args.endpoint_url.as_deref(),
+    )
+    .await;
     let clients = AwsClients::from_config(&sdk, settings);
     let claims = sightline_aws::DynamoClaimStore::new(clients.dynamodb.clone(), &args.table);
     let targets = Targets {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime};
 
-use sightline_core::time::civil_from_days;
+use sightline_core::time::{MS_PER_HOUR, UtcHour, civil_from_days};
 
 use crate::query::{DashboardPath, Lake, QueryError, ROLLUP_DIR, ROLLUP_JOB_SQL, Rows};
 use crate::trino::{BindError, bind_execution_parameters, days_from_civil};
@@ -41,7 +41,6 @@ pub const RECHECK_HOURS: i64 = 6;
 /// A local lock older than this is taken over (the AWS lock item's expiry).
 pub const LOCK_EXPIRY: Duration = Duration::from_secs(30 * 60);
 
-const MS_PER_HOUR: i64 = 3_600_000;
 const MS_PER_MINUTE: i64 = 60_000;
 
 /// One UTC hour: hours since 1970-01-01T00.
@@ -60,13 +59,12 @@ impl HourUtc {
 
     /// `YYYY-MM-DD`, the `event_date` partition value.
     pub fn event_date(self) -> String {
-        let (y, m, d) = civil_from_days(self.0.div_euclid(24));
-        format!("{y:04}-{m:02}-{d:02}")
+        UtcHour::from_epoch_ms(self.start_ms()).date_string()
     }
 
     /// `HH`, the `event_hour` partition value.
     pub fn event_hour(self) -> String {
-        format!("{:02}", self.0.rem_euclid(24))
+        UtcHour::from_epoch_ms(self.start_ms()).hour_string()
     }
 
     /// When the job may roll this hour up: its end plus [`LATENESS_MINUTES`].
