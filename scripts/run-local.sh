@@ -18,8 +18,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "building dedup-enrich"
-cargo build --locked -p dedup-enrich
+# The workspace's binaries with the workspace's features (the same build as
+# scripts/demo.sh and the Terraform e2e), not `-p dedup-enrich`, which resolves
+# features for that package alone and compiles part of the tree a second time.
+log "building the workspace's binaries (dedup-enrich among them)"
+cargo build --locked --workspace --bins
 
 endpoint="$("$ROOT/scripts/moto.sh" start)"
 log "moto at $endpoint; creating table, buckets and streams"
@@ -35,7 +38,7 @@ env_file="$CACHE/local.env"
 } >"$env_file"
 
 log "cargo lambda watch on 127.0.0.1:$port (log: $watch_log)"
-setsid cargo lambda watch -p dedup-enrich --env-file "$env_file" -P "$port" >"$watch_log" 2>&1 &
+setsid cargo lambda watch --bin dedup-enrich --env-file "$env_file" -P "$port" >"$watch_log" 2>&1 &
 watch_pid=$!
 
 invoke() {
