@@ -3,22 +3,29 @@
 //!
 //! For each on-failure record (from a file, or from the on-failure SQS queue):
 //! read that shard's range from the stream while it still holds it (a range it
-//! cannot read whole is refused), release the claims the range holds without a
-//! `delivered` mark and not covered by their batch's checkpoint, and put the
-//! records that need it back with their partition keys (see
+//! cannot read whole is refused), or from the raw archive once the stream has
+//! dropped it (or always, when asked), release the claims the range holds
+//! without a `delivered` mark and not covered by their batch's checkpoint, and
+//! put the records that need it back with their partition keys (see
 //! `sightline_core::replay` for the rules). A queue message is deleted only
 //! after its range was replayed.
 
+use std::io::Read;
 use std::path::Path;
 
 use sightline_aws::DynamoClaimStore;
+use sightline_aws::archive::{ArchiveLocation, ArchiveReadError, S3ArchiveReader};
 use sightline_aws::kinesis::{KinesisPutRecords, RangeError, read_range};
+use sightline_core::archive::{
+    ArchiveLine, ArchiveRange, ArchiveRangeError, hour_prefixes, is_gzip, parse_lines, select_range,
+};
 use sightline_core::cost::{CostModel, Op};
 use sightline_core::delivery::{BatchCallError, send_resending_failures};
 use sightline_core::packing::chunk_by_limits;
 use sightline_core::ports::StreamPort;
 use sightline_core::replay::{ReplayError, ReplayReport, release_and_plan};
 use sightline_core::retry::{Retrier, RetryCounters, RetryPolicy};
+use sightline_core::seq::sequence_le;
 use sightline_core::{Clock, Deadline, InputRecord, SystemClock};
 use sightline_local::esm::OnFailureRecord;
 
@@ -36,6 +43,9 @@ pub struct RangeReplay {
     pub plan: ReplayReport,
     /// Records put back into the stream (0 on a dry run).
     pub put: usize,
+    /// Where the range was read: `None` from the stream, else the archive
+    /// objects read.
+    pub archive_objects: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +69,48 @@ pub enum ReplayCmdError {
         end: String,
         #[source]
         source: Box<RangeError>,
+    },
+    #[error(
+        "the stream no longer holds {shard} {start}..={end}; give the raw archive (--archive s3://bucket/prefix/)"
+    )]
+    NoArchive {
+        shard: String,
+        start: String,
+        end: String,
+    },
+    #[error(
+        "the on-failure record's {field} is {value:?}, not an ISO-8601 time: cannot tell which hours of the archive to read"
+    )]
+    Time {
+        field: &'static str,
+        value: String,
+        #[source]
+        source: aws_smithy_types::date_time::DateTimeParseError,
+    },
+    #[error("reading the raw archive {location}")]
+    Archive {
+        location: String,
+        #[source]
+        source: Box<ArchiveReadError>,
+    },
+    #[error("s3://{bucket}/{key} starts as gzip but does not decompress")]
+    Gunzip {
+        bucket: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot replay {shard} {start}..={end} from the raw archive {location} ({objects} object(s) read)"
+    )]
+    ArchiveRange {
+        shard: String,
+        start: String,
+        end: String,
+        location: String,
+        objects: usize,
+        #[source]
+        source: Box<ArchiveRangeError>,
     },
     #[error("checking the claims of the range")]
     Claims(#[source] ReplayError<DynamoError>),
@@ -115,6 +167,150 @@ pub struct Targets<'a> {
     /// Overrides the stream the record names.
     pub stream: Option<&'a str>,
     pub dry_run: bool,
+    /// The raw archive, read when the stream no longer holds a range.
+    pub archive: Option<&'a ArchiveSource>,
+    /// Read from the archive even when the stream still holds the range.
+    pub from_archive: bool,
+}
+
+/// The raw archive: where it is, and a reader for it.
+#[derive(Debug, Clone)]
+pub struct ArchiveSource {
+    pub location: ArchiveLocation,
+    pub reader: S3ArchiveReader,
+}
+
+impl ArchiveSource {
+    pub fn new(s3: aws_sdk_s3::Client, location: ArchiveLocation) -> Self {
+        ArchiveSource {
+            reader: S3ArchiveReader::new(s3, &location.bucket),
+            location,
+        }
+    }
+}
+
+/// One record of a range, from the stream or the archive.
+struct RangeRecord {
+    sequence_number: String,
+    partition_key: String,
+    arrival_ms: i64,
+    data: Vec<u8>,
+}
+
+/// Epoch ms of an on-failure record's ISO-8601 time.
+fn epoch_ms(field: &'static str, value: &str) -> Result<i64, ReplayCmdError> {
+    use aws_sdk_kinesis::primitives::{DateTime, DateTimeFormat};
+    DateTime::from_str(value, DateTimeFormat::DateTime)
+        .map(|t| t.to_millis().unwrap_or(i64::MAX))
+        .map_err(|source| ReplayCmdError::Time {
+            field,
+            value: value.to_string(),
+            source,
+        })
+}
+
+/// An archive object's lines: gunzipped when it starts with gzip's magic
+/// bytes (the stack's stream compresses; moto stores what it was given).
+fn object_lines(
+    bucket: &str,
+    key: &str,
+    bytes: Vec<u8>,
+) -> Result<Vec<ArchiveLine>, ReplayCmdError> {
+    let body = if is_gzip(&bytes) {
+        let mut out = Vec::with_capacity(bytes.len() * 4);
+        flate2::read::MultiGzDecoder::new(bytes.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|source| ReplayCmdError::Gunzip {
+                bucket: bucket.into(),
+                key: key.into(),
+                source,
+            })?;
+        out
+    } else {
+        bytes
+    };
+    let (lines, bad) = parse_lines(&body);
+    if bad > 0 {
+        tracing::warn!(
+            bucket,
+            key,
+            bad,
+            "lines that are not archive lines were skipped"
+        );
+    }
+    Ok(lines)
+}
+
+/// Reads one on-failure record's range from the archive: the hour partitions
+/// from its first record's arrival to an hour after the mapping gave up, in
+/// order, stopping once the range is whole (the first attempt's lines are
+/// usually in the first hours). Only the range's lines are kept in memory.
+async fn read_archive(
+    source: &ArchiveSource,
+    message: &OnFailureRecord,
+) -> Result<(Vec<RangeRecord>, usize), ReplayCmdError> {
+    let info = &message.kinesis_batch_info;
+    let first = epoch_ms(
+        "KinesisBatchInfo.approximateArrivalOfFirstRecord",
+        &info.approximate_arrival_of_first_record,
+    )?;
+    let gave_up = epoch_ms("timestamp", &message.timestamp)?;
+    let range = ArchiveRange {
+        shard_id: &info.shard_id,
+        start: &info.start_sequence_number,
+        end: &info.end_sequence_number,
+        batch_size: info.batch_size,
+    };
+    let location = source.location.to_string();
+    let read_error = |source| ReplayCmdError::Archive {
+        location: location.clone(),
+        source: Box::new(source),
+    };
+    let mut kept: Vec<ArchiveLine> = Vec::new();
+    let mut objects = 0;
+    let prefixes = hour_prefixes(&source.location.prefix, first, gave_up);
+    // Each hour in both layouts (see `hour_prefixes`).
+    for hour in prefixes.chunks(2) {
+        for prefix in hour {
+            for key in source.reader.list(prefix).await.map_err(read_error)? {
+                let bytes = source.reader.get(&key).await.map_err(read_error)?;
+                objects += 1;
+                kept.extend(
+                    object_lines(&source.location.bucket, &key, bytes)?
+                        .into_iter()
+                        .filter(|l| {
+                            l.shard_id == range.shard_id
+                                && sequence_le(range.start, &l.sequence_number)
+                                && sequence_le(&l.sequence_number, range.end)
+                        }),
+                );
+            }
+        }
+        if range.batch_size > 0 && select_range(kept.clone(), range).is_ok() {
+            break;
+        }
+    }
+    let records = select_range(kept, range).map_err(|source| ReplayCmdError::ArchiveRange {
+        shard: info.shard_id.clone(),
+        start: info.start_sequence_number.clone(),
+        end: info.end_sequence_number.clone(),
+        location: location.clone(),
+        objects,
+        source: Box::new(source),
+    })?;
+    Ok((
+        records
+            .into_iter()
+            .map(|r| RangeRecord {
+                // Lambda's events always carry the key; any key will do otherwise.
+                partition_key: r.partition_key.unwrap_or_else(|| r.sequence_number.clone()),
+                sequence_number: r.sequence_number,
+                arrival_ms: r.arrival_ms,
+                data: r.data,
+            })
+            .collect(),
+        objects,
+    ))
 }
 
 /// Replays one range.
@@ -127,20 +323,65 @@ pub async fn replay_range(
         Some(s) => s.to_string(),
         None => stream_name(&info.stream_arn)?,
     };
-    let range = read_range(
-        targets.kinesis,
-        &stream,
-        &info.shard_id,
-        &info.start_sequence_number,
-        &info.end_sequence_number,
-    )
-    .await
-    .map_err(|source| ReplayCmdError::Range {
+    let no_archive = || ReplayCmdError::NoArchive {
         shard: info.shard_id.clone(),
         start: info.start_sequence_number.clone(),
         end: info.end_sequence_number.clone(),
-        source: Box::new(source),
-    })?;
+    };
+    let (range, archive_objects) = if targets.from_archive {
+        let archive = targets.archive.ok_or_else(no_archive)?;
+        let (records, objects) = read_archive(archive, message).await?;
+        (records, Some(objects))
+    } else {
+        match read_range(
+            targets.kinesis,
+            &stream,
+            &info.shard_id,
+            &info.start_sequence_number,
+            &info.end_sequence_number,
+        )
+        .await
+        {
+            Ok(records) => (
+                records
+                    .into_iter()
+                    .map(|r| RangeRecord {
+                        sequence_number: r.sequence_number,
+                        partition_key: r.partition_key,
+                        arrival_ms: r.arrival_ms,
+                        data: r.data,
+                    })
+                    .collect(),
+                None,
+            ),
+            Err(e) if e.is_gone() => {
+                let Some(archive) = targets.archive else {
+                    return Err(ReplayCmdError::Range {
+                        shard: info.shard_id.clone(),
+                        start: info.start_sequence_number.clone(),
+                        end: info.end_sequence_number.clone(),
+                        source: Box::new(e),
+                    });
+                };
+                tracing::info!(
+                    shard = %info.shard_id,
+                    reason = %e,
+                    archive = %archive.location,
+                    "the stream no longer holds the range: reading it from the raw archive"
+                );
+                let (records, objects) = read_archive(archive, message).await?;
+                (records, Some(objects))
+            }
+            Err(e) => {
+                return Err(ReplayCmdError::Range {
+                    shard: info.shard_id.clone(),
+                    start: info.start_sequence_number.clone(),
+                    end: info.end_sequence_number.clone(),
+                    source: Box::new(e),
+                });
+            }
+        }
+    };
     let records: Vec<InputRecord> = range
         .iter()
         .map(|r| InputRecord {
@@ -208,6 +449,7 @@ pub async fn replay_range(
         end: info.end_sequence_number.clone(),
         plan,
         put,
+        archive_objects,
     })
 }
 

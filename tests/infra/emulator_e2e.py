@@ -26,7 +26,9 @@ What it does, with the names, ARNs and environment Terraform gave the stack:
      enrichment and lineage; every duplicate is dropped; each malformed record is
      quarantined once with its reason and original bytes; each event has a claim
      with a TTL (`expires_at`) one dedup window ahead; objects are SSE-KMS with the
-     stack's key; the EMF counters agree; no batch item failures.
+     stack's key; the EMF counters agree; no batch item failures; the raw archive
+     holds one line per Kinesis record per invocation, with its shard, sequence
+     number, partition key and bytes as received.
   5. the front door: reads the HTTP API back (POST /events route with AWS_IAM, a
      Lambda proxy integration with payload 2.0 to the ingest function, the $default
      stage with access logs and throttling, the invoke permission) and the ingest
@@ -46,6 +48,7 @@ import argparse
 import base64
 import csv
 import datetime as dt
+import gzip
 import hashlib
 import json
 import os
@@ -408,11 +411,11 @@ def main() -> int:
     # (aws:SecureTransport = false). The emulator speaks plain HTTP, and moto does not
     # evaluate the condition, so the function's quarantine PutObject and the reads
     # below would be refused: the e2e lifts it from the two buckets it uses.
-    for bucket in (lake, quarantine):
+    for bucket in (lake, quarantine, out["raw_bucket_name"]):
         policy = json.loads(aws["s3"].get_bucket_policy(Bucket=bucket)["Policy"])
         check(any(s.get("Sid") == "DenyInsecureTransport" for s in policy["Statement"]), f"{bucket} has the TLS-only policy")
         aws["s3"].delete_bucket_policy(Bucket=bucket)
-    print("  (TLS-only policies lifted from the lake and quarantine buckets: the emulator is plain HTTP)")
+    print("  (TLS-only policies lifted from the lake, quarantine and raw buckets: the emulator is plain HTTP)")
 
     # ---------------------------------------------------------- traffic
     rng = random.Random(int(os.environ.get("SIGHTLINE_E2E_SEED", "7")))
@@ -567,15 +570,44 @@ def main() -> int:
     owners_ok = all(i["owner"]["S"].startswith("shardId-") for i in claims.values())
     check(owners_ok, "claims record their owner (shardId/sequenceNumber)")
 
-    # ---------------------------------------------------------- what moto leaves out
+    # ---------------------------------------------------------- the raw archive
     raw_bucket = out["raw_bucket_name"]
+    print(f"s3://{raw_bucket} (the raw archive, written by the function through {env.get('RAW_ARCHIVE_STREAM')}):")
+    raw_stream = env.get("RAW_ARCHIVE_STREAM", "")
+    check(raw_stream.endswith("-raw") and aws["firehose"].describe_delivery_stream(DeliveryStreamName=raw_stream)
+          ["DeliveryStreamDescription"]["DeliveryStreamType"] == "DirectPut",
+          f"RAW_ARCHIVE_STREAM names the Terraform-created Direct PUT raw stream ({raw_stream})")
     raw_objects = objects(aws["s3"], raw_bucket)
+    archived: list[dict] = []
+    for obj in raw_objects:
+        body = aws["s3"].get_object(Bucket=raw_bucket, Key=obj["Key"])["Body"].read()
+        if body[:2] == b"\x1f\x8b":  # the stack's GZIP (moto stores records as sent)
+            body = gzip.decompress(body)
+        archived += [json.loads(line) for line in body.splitlines() if line.strip()]
+    want_lines: Counter = Counter()
+    as_received: dict[tuple[str, str], tuple[str, str]] = {}
+    for payload in sent + round1_events:  # round 3 re-invoked round 1: archived again
+        for r in payload["Records"]:
+            key = (r["eventID"].split(":")[0], r["kinesis"]["sequenceNumber"])
+            want_lines[key] += 1
+            as_received[key] = (r["kinesis"]["partitionKey"], r["kinesis"]["data"])
+    got_lines = Counter((line["shard_id"], line["sequence_number"]) for line in archived)
+    check(bool(raw_objects) and all(o["Key"].startswith("raw/") for o in raw_objects),
+          f"{len(raw_objects)} object(s) under raw/")
+    check(got_lines == want_lines, f"one line per Kinesis record per invocation ({len(archived)} lines, {sum(want_lines.values())} expected)")
+    check(all((line.get("partition_key"), line["data_base64"]) == as_received.get((line["shard_id"], line["sequence_number"]))
+              and isinstance(line.get("arrival_ms"), int) for line in archived),
+          "each line carries the record's partition key, arrival time and bytes as received")
+    check(r1["ArchiveFailed"] + r2["ArchiveFailed"] + r3["ArchiveFailed"] + r4["ArchiveFailed"] == 0, "ArchiveFailed is 0 in every round")
+
+    # ---------------------------------------------------------- what moto leaves out
     literal = [o["Key"] for o in lake_objects if "!{partitionKeyFromQuery:" in o["Key"]]
     print("emulator gaps seen in this run (infra/README.md lists them):")
     print(f"  - lake keys keep the literal dynamic-partitioning prefix ({len(literal)} of {len(lake_objects)}), "
           f"e.g. {lake_objects[0]['Key'] if lake_objects else '-'}")
     print("  - lake objects hold the packed JSON lines as sent (no de-aggregation, no Parquet conversion)")
-    print(f"  - the raw archive (Kinesis-sourced Firehose) wrote {len(raw_objects)} objects to {raw_bucket}")
+    print(f"  - raw archive keys keep the literal !{{timestamp:...}} prefix plus moto's YYYY/MM/DD/HH/, uncompressed, "
+          f"e.g. {raw_objects[0]['Key'] if raw_objects else '-'}")
     print("  - the event source mapping exists but moto never polls the stream; this harness invoked the function")
     print(f"  - moto does not serve the HTTP API ({out['ingest_url']}): no IAM authorization, throttling or access logs;"
           " this harness sent the payload-2.0 event API Gateway would")

@@ -312,13 +312,62 @@ def test_tf_firehose(tf, schema):
     assert one(dest["compression_format"]) == "UNCOMPRESSED"
 
 
-def test_raw_archive_reads_the_stream(template, tf, schema):
+def test_raw_archive_is_a_direct_put_stream_the_function_writes(template, tf, schema):
+    """The function archives each batch itself (RAW_ARCHIVE_STREAM); nothing else reads the stream."""
+    raw_prefix = schema["lake"]["raw_prefix"]
     sam = sam_resource(template, "RawArchiveDeliveryStream")
-    assert sam["DeliveryStreamType"] == "KinesisStreamAsSource"
-    assert sam["ExtendedS3DestinationConfiguration"]["Prefix"].startswith(schema["lake"]["raw_prefix"])
+    assert sam["DeliveryStreamType"] == "DirectPut"
+    assert "KinesisStreamSourceConfiguration" not in sam
+    assert sam["DeliveryStreamEncryptionConfigurationInput"] == {"KeyType": "CUSTOMER_MANAGED_CMK", "KeyARN": {"Fn::GetAtt": ["DataKey", "Arn"]}}
+    dest = sam["ExtendedS3DestinationConfiguration"]
+    assert dest["Prefix"] == raw_prefix + "dt=!{timestamp:yyyy-MM-dd}/hour=!{timestamp:HH}/"
+    assert dest["CompressionFormat"] == "GZIP"
+    assert "ProcessingConfiguration" not in dest, "the function's lines end in a newline already"
     raw = tf.resource("aws_kinesis_firehose_delivery_stream", "raw")
-    assert "kinesis_source_configuration" in raw
-    assert one(one(raw["extended_s3_configuration"])["prefix"]).startswith(schema["lake"]["raw_prefix"])
+    assert "kinesis_source_configuration" not in raw
+    sse = one(raw["server_side_encryption"])
+    assert (one(sse["enabled"]), one(sse["key_type"]), one(sse["key_arn"])) == (True, "CUSTOMER_MANAGED_CMK", "${aws_kms_key.data.arn}")
+    tf_dest = one(raw["extended_s3_configuration"])
+    assert one(tf_dest["prefix"]) == dest["Prefix"]
+    assert one(tf_dest["compression_format"]) == "GZIP"
+    assert "processing_configuration" not in tf_dest
+    # The function names it, and may put to it and to nothing else new.
+    assert sam_env(template)["RAW_ARCHIVE_STREAM"] == {"Ref": "RawArchiveDeliveryStream"}
+    assert tf_env(tf)["RAW_ARCHIVE_STREAM"] == "${aws_kinesis_firehose_delivery_stream.raw.name}"
+    statements = statements_by_sid(sam_resource(template, "DedupEnrichRole")["Policies"][0]["PolicyDocument"]["Statement"])
+    assert statements["ArchiveRawRecords"]["Action"] == "firehose:PutRecordBatch"
+    assert statements["ArchiveRawRecords"]["Resource"] == {"Fn::GetAtt": ["RawArchiveDeliveryStream", "Arn"]}
+    tf_statements = statements_by_sid(tf.data[("aws_iam_policy_document", "dedup_enrich")]["statement"])
+    assert one(tf_statements["ArchiveRawRecords"]["actions"]) == ["firehose:PutRecordBatch"]
+    assert one(tf_statements["ArchiveRawRecords"]["resources"]) == ["${aws_kinesis_firehose_delivery_stream.raw.arn}"]
+    # Firehose's own role only writes the bucket and its logs: no stream reading left.
+    sam_role = sam_resource(template, "RawFirehoseRole")["Policies"][0]["PolicyDocument"]["Statement"]
+    assert not [a for st in sam_role for a in as_list(st["Action"]) if a.startswith("kinesis:")]
+    assert set(statements_by_sid(sam_role)) == {"RawBucket", "DataKeyThroughS3", "Logs"}
+    tf_role = statements_by_sid(tf.data[("aws_iam_policy_document", "firehose_raw")]["statement"])
+    assert set(tf_role) == {"RawBucket", "DataKeyThroughS3", "Logs"}
+
+
+def test_raw_archive_failures_alarm_in_both_definitions(template, tf):
+    sam = sam_resource(template, "RawArchiveFailedAlarm")
+    assert (sam["Namespace"], sam["MetricName"], sam["Statistic"], sam["Threshold"]) == ("Sightline", "ArchiveFailed", "Sum", 1)
+    assert sam["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "DedupEnrichFunction"}}]
+    assert sam["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    terraform = tf.locals["simple_alarms"]["raw-archive-failed"]
+    assert (terraform["metric"], terraform["stat"], terraform["threshold"]) == ("ArchiveFailed", "Sum", 1)
+    assert (terraform["period"], terraform["periods"]) == (sam["Period"], sam["EvaluationPeriods"])
+    assert terraform["dimensions"] == "${local.function_dimensions}"
+    # The archive's S3 delivery is still watched.
+    assert sam_resource(template, "RawArchiveFreshnessAlarm")["Dimensions"] == [{"Name": "DeliveryStreamName", "Value": {"Ref": "RawArchiveDeliveryStream"}}]
+    assert "raw-archive-freshness" in tf.locals["simple_alarms"]
+
+
+def test_raw_archive_location_is_an_output_of_both(template, tf):
+    assert template["Outputs"]["RawArchiveLocation"]["Value"] == {"Fn::Sub": "s3://${RawBucket}/raw/"}
+    assert tf_string(one(tf.outputs["raw_archive_location"]["value"])) == 's3://${aws_s3_bucket.data["raw"].bucket}/raw/'
+    for example in ("complete", "emulator"):
+        root = TerraformModule(ROOT / "infra" / "examples" / example)
+        assert one(root.outputs["raw_archive_location"]["value"]) == "${module.sightline.raw_archive_location}", example
 
 
 # ------------------------------------------------------------------ EMF metrics and alarms

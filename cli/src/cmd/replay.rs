@@ -2,13 +2,16 @@
 
 use std::path::PathBuf;
 
-use sightline::replay::{self, RangeReplay, Targets};
+use sightline::replay::{self, ArchiveSource, RangeReplay, Targets};
+use sightline_aws::archive::ArchiveLocation;
 use sightline_aws::{AwsClients, ClientSettings};
 
 /// Put a range the event source mapping gave up on back into the stream:
 /// releases the claims it still holds (unless delivered) and re-puts the
 /// records that need it. Reads an on-failure record from a file, or every
-/// message of the on-failure SQS queue (deleted once replayed).
+/// message of the on-failure SQS queue (deleted once replayed). The range is
+/// read from the stream, or from the raw archive (`--archive`) once the stream
+/// no longer holds it.
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["message", "queue_url"])))]
 pub struct Args {
@@ -24,6 +27,13 @@ pub struct Args {
     /// The stream to read and put to, when not the one the record names.
     #[arg(long)]
     stream: Option<String>,
+    /// The raw archive (the stack's `RawArchiveLocation` / `raw_archive_location`
+    /// output, s3://bucket/raw/): read when the stream no longer holds a range.
+    #[arg(long, value_name = "S3_URL")]
+    archive: Option<ArchiveLocation>,
+    /// Read every range from the archive, even when the stream still holds it.
+    #[arg(long, requires = "archive")]
+    from_archive: bool,
     /// Report what would be released and put, and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -32,7 +42,11 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let settings = ClientSettings::default();
+    let settings = ClientSettings {
+        // Emulators serve every bucket on one host.
+        s3_force_path_style: args.endpoint_url.is_some(),
+        ..ClientSettings::default()
+    };
     let sdk = sightline::sdk_config(
         sightline_aws::clients::config_loader(settings),
         args.endpoint_url.as_deref(),
@@ -40,17 +54,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     .await;
     let clients = AwsClients::from_config(&sdk, settings);
     let claims = sightline_aws::DynamoClaimStore::new(clients.dynamodb.clone(), &args.table);
+    let archive = args
+        .archive
+        .clone()
+        .map(|location| ArchiveSource::new(clients.s3.clone(), location));
     let targets = Targets {
         kinesis: &clients.kinesis,
         claims: &claims,
         stream: args.stream.as_deref(),
         dry_run: args.dry_run,
+        archive: archive.as_ref(),
+        from_archive: args.from_archive,
     };
     let dry_run = args.dry_run;
     let print = |r: &RangeReplay| {
         let p = &r.plan;
+        let from = match r.archive_objects {
+            None => "the stream".to_string(),
+            Some(n) => format!("the raw archive ({n} object(s) read)"),
+        };
         println!(
-            "{} {}..={}: {} records, {} events: {} claim(s) released, {} delivered already, {} held by other records, {} unclaimed, {} bad; {} record(s) {}",
+            "{} {}..={} (from {from}): {} records, {} events: {} claim(s) released, {} delivered already, {} held by other records, {} unclaimed, {} bad; {} record(s) {}",
             r.shard_id,
             r.start,
             r.end,

@@ -25,9 +25,10 @@ pub const ENV_MAX_RECORD_AGE_SECS: &str = "MAX_RECORD_AGE_SECS";
 pub const ENV_STREAM_RETENTION_HOURS: &str = "STREAM_RETENTION_HOURS";
 pub const ENV_FUNCTION_TIMEOUT_SECS: &str = "FUNCTION_TIMEOUT_SECS";
 pub const ENV_MAX_EVENT_AGE_SECS: &str = "MAX_EVENT_AGE_SECS";
+pub const ENV_RAW_ARCHIVE_STREAM: &str = "RAW_ARCHIVE_STREAM";
 
 /// Every variable the function reads, for the infra consistency checks.
-pub const ENV_VARS: [&str; 16] = [
+pub const ENV_VARS: [&str; 17] = [
     ENV_DEDUP_TABLE,
     ENV_DELIVERY_STREAM,
     ENV_QUARANTINE_BUCKET,
@@ -44,6 +45,7 @@ pub const ENV_VARS: [&str; 16] = [
     ENV_STREAM_RETENTION_HOURS,
     ENV_FUNCTION_TIMEOUT_SECS,
     ENV_MAX_EVENT_AGE_SECS,
+    ENV_RAW_ARCHIVE_STREAM,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,9 @@ pub struct Config {
     pub function_timeout_secs: i64,
     /// Events older than this before their arrival are quarantined (`too_old`).
     pub max_event_age_secs: i64,
+    /// The Direct PUT delivery stream of the raw archive; `None` (unset or
+    /// empty): no archive.
+    pub raw_archive_stream: Option<String>,
 }
 
 impl Config {
@@ -218,6 +223,7 @@ impl Config {
                 366 * 86_400,
                 "seconds from 3600 to 31622400",
             )?,
+            raw_archive_stream: env.optional(ENV_RAW_ARCHIVE_STREAM),
         })
     }
 }
@@ -253,6 +259,19 @@ mod tests {
         assert_eq!(c.max_record_age_secs, Some(21_600));
         assert_eq!(c.max_event_age_secs, 604_800);
         assert!(!c.s3_force_path_style);
+        assert_eq!(c.raw_archive_stream, None, "no archive unless configured");
+    }
+
+    #[test]
+    fn the_raw_archive_is_on_only_when_its_stream_is_named() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("RAW_ARCHIVE_STREAM", "sightline-dev-raw"));
+        let c = Config::from_lookup(env(&pairs)).expect("valid");
+        assert_eq!(c.raw_archive_stream.as_deref(), Some("sightline-dev-raw"));
+        let mut pairs = BASE.to_vec();
+        pairs.push(("RAW_ARCHIVE_STREAM", ""));
+        let c = Config::from_lookup(env(&pairs)).expect("valid");
+        assert_eq!(c.raw_archive_stream, None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ const FIXTURE_NOW_MS: i64 = 1_763_900_030_000;
 
 fn app() -> FakeApp {
     App {
+        archive: None,
         pipeline: Pipeline::new(
             MemoryStore::default(),
             PackedSink::new(MemoryFirehose::default(), PackConfig::default()),
@@ -137,4 +138,95 @@ fn the_deadline_is_absolute_from_lambda_and_relative_from_cargo_lambda() {
     assert_eq!(lambda.budget_ms(now), Some(8_000));
     let emulator = Deadline::from_lambda(600_000, now, 2_000);
     assert_eq!(emulator.budget_ms(now), Some(598_000));
+}
+
+type ArchivingApp = App<
+    MemoryStore,
+    PackedSink<MemoryFirehose>,
+    MemoryQuarantine,
+    ManualClock,
+    sightline_core::archive::PackedArchive<MemoryFirehose>,
+>;
+
+fn archiving_app(archive: MemoryFirehose) -> ArchivingApp {
+    let plain = app();
+    App {
+        archive: Some(dedup_enrich::Archiver::new(
+            sightline_core::archive::PackedArchive::new(archive),
+        )),
+        pipeline: plain.pipeline,
+        deadline_reserve_ms: plain.deadline_reserve_ms,
+        metrics_namespace: plain.metrics_namespace,
+        function_name: plain.function_name,
+    }
+}
+
+#[tokio::test]
+async fn the_handler_archives_every_record_as_received_with_what_a_replay_needs() {
+    use base64::Engine;
+    let app = archiving_app(MemoryFirehose::default());
+    let event = fixture("bad-records");
+    let want: Vec<(String, String, Vec<u8>)> = event
+        .records
+        .iter()
+        .map(|r| {
+            (
+                r.kinesis.sequence_number.clone(),
+                r.kinesis.partition_key.clone(),
+                r.kinesis.data.0.clone(),
+            )
+        })
+        .collect();
+    let (resp, report) = dedup_enrich::handle_with_report(&app, invoke(event)).await;
+    assert_eq!(failures(&resp), 0);
+    assert_eq!(report.stats.archive_failed, 0);
+    let archive = &app.archive.as_ref().expect("archive").archive.port;
+    let lines = archive.delivered();
+    assert_eq!(
+        lines.len(),
+        want.len(),
+        "one line per Kinesis record, bad ones included"
+    );
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (line, (seq, key, data)) in lines.iter().zip(&want) {
+        assert_eq!(line["sequence_number"], seq.as_str());
+        assert_eq!(line["partition_key"], key.as_str());
+        assert!(
+            line["shard_id"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("shardId-"))
+        );
+        assert!(
+            line["arrival_ms"]
+                .as_i64()
+                .is_some_and(|ms| ms > 1_700_000_000_000)
+        );
+        let got = b64
+            .decode(line["data_base64"].as_str().expect("data"))
+            .expect("base64");
+        assert_eq!(&got, data, "the payload as received, byte for byte");
+    }
+    // Packed: one Firehose record holds the whole batch.
+    assert_eq!(archive.calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_failing_archive_is_counted_and_the_batch_is_still_delivered() {
+    let archive = MemoryFirehose::default();
+    // Every attempt's entries rejected: the retries run out.
+    for _ in 0..20 {
+        archive.fail_next_call(1.0);
+    }
+    let app = archiving_app(archive);
+    let (resp, report) = dedup_enrich::handle_with_report(&app, invoke(fixture("clean"))).await;
+    assert_eq!(failures(&resp), 0);
+    assert_eq!(
+        report.stats.delivered, 10,
+        "the lake does not wait for the archive"
+    );
+    assert_eq!(report.stats.archive_failed, 10);
+    assert!(report.stats.retries >= 1 && report.stats.throttled >= 1);
+    let emf: serde_json::Value =
+        serde_json::from_str(&report.stats.emf_line("Sightline", "f", 0)).expect("emf");
+    assert_eq!(emf["ArchiveFailed"], 10);
 }

@@ -101,6 +101,7 @@ async fn a_batch_of_six_hundred_thousand_bad_user_records_stays_within_the_deplo
 
     let quarantine = Arc::new(CountingQuarantine::default());
     let app = App {
+        archive: None::<dedup_enrich::Archiver<sightline_core::archive::NoArchive>>,
         pipeline: Pipeline::new(
             MemoryStore::default(),
             PackedSink::new(MemoryFirehose::default(), PackConfig::default()),

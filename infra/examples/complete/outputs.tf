@@ -44,6 +44,10 @@ output "raw_bucket_name" {
   value = module.sightline.raw_bucket_name
 }
 
+output "raw_archive_location" {
+  value = module.sightline.raw_archive_location
+}
+
 output "athena_results_bucket_name" {
   value = module.sightline.athena_results_bucket_name
 }

@@ -42,6 +42,10 @@ output "raw_bucket_name" {
   value = module.sightline.raw_bucket_name
 }
 
+output "raw_archive_location" {
+  value = module.sightline.raw_archive_location
+}
+
 output "glue_database_name" {
   value = module.sightline.glue_database_name
 }

@@ -200,18 +200,6 @@ resource "aws_iam_role" "firehose_raw" {
 
 data "aws_iam_policy_document" "firehose_raw" {
   statement {
-    sid = "ReadStream"
-    actions = [
-      "kinesis:DescribeStream",
-      "kinesis:DescribeStreamSummary",
-      "kinesis:GetShardIterator",
-      "kinesis:GetRecords",
-      "kinesis:ListShards",
-    ]
-    resources = [aws_kinesis_stream.events.arn]
-  }
-
-  statement {
     sid = "RawBucket"
     actions = [
       "s3:AbortMultipartUpload",
@@ -222,17 +210,6 @@ data "aws_iam_policy_document" "firehose_raw" {
       "s3:PutObject",
     ]
     resources = [aws_s3_bucket.data["raw"].arn, "${aws_s3_bucket.data["raw"].arn}/*"]
-  }
-
-  statement {
-    sid       = "DataKeyThroughKinesis"
-    actions   = ["kms:Decrypt"]
-    resources = [aws_kms_key.data.arn]
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = ["kinesis.${local.region}.amazonaws.com"]
-    }
   }
 
   statement {
@@ -259,18 +236,20 @@ resource "aws_iam_role_policy" "firehose_raw" {
   policy = data.aws_iam_policy_document.firehose_raw.json
 }
 
-# Reads the stream itself (a second consumer next to the function) and archives every
-# record untouched, one per line, gzip-compressed: audit, and replay of anything the
-# on-failure queue points at after the stream's retention.
+# DirectPut from dedup-enrich (RAW_ARCHIVE_STREAM): every Kinesis record as the
+# function received it, one JSON line (shard, sequence number, arrival time, partition
+# key, the bytes in base64), many lines per Firehose record, so the 5 KB per-record
+# rounding adds nothing; gzip-compressed; filed by the hour Firehose received it.
+# `sightline replay --archive` reads a given-up range back from here once the stream's
+# retention has dropped it.
 resource "aws_kinesis_firehose_delivery_stream" "raw" {
-  #checkov:skip=CKV_AWS_240:A Kinesis-sourced delivery stream cannot take server_side_encryption; the source stream and the raw bucket are encrypted with the CMK.
-  #checkov:skip=CKV_AWS_241:Same as CKV_AWS_240: server-side encryption settings apply to DirectPut streams only.
   name        = "${local.prefix}-raw"
   destination = "extended_s3"
 
-  kinesis_source_configuration {
-    kinesis_stream_arn = aws_kinesis_stream.events.arn
-    role_arn           = aws_iam_role.firehose_raw.arn
+  server_side_encryption {
+    enabled  = true
+    key_type = "CUSTOMER_MANAGED_CMK"
+    key_arn  = aws_kms_key.data.arn
   }
 
   extended_s3_configuration {
@@ -291,13 +270,7 @@ resource "aws_kinesis_firehose_delivery_stream" "raw" {
       log_group_name  = aws_cloudwatch_log_group.firehose_raw.name
       log_stream_name = aws_cloudwatch_log_stream.firehose_raw.name
     }
-
-    processing_configuration {
-      enabled = true
-      processors {
-        type = "AppendDelimiterToRecord"
-      }
-    }
+    # The function's lines end in a newline already: no processing.
   }
 
   depends_on = [aws_iam_role_policy.firehose_raw]

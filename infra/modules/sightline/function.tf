@@ -34,6 +34,14 @@ data "aws_iam_policy_document" "dedup_enrich" {
     resources = [aws_kinesis_firehose_delivery_stream.events.arn]
   }
 
+  # The raw archive: the function writes each batch as received (the stream's CMK is
+  # used through Firehose's own grant, as for events).
+  statement {
+    sid       = "ArchiveRawRecords"
+    actions   = ["firehose:PutRecordBatch"]
+    resources = [aws_kinesis_firehose_delivery_stream.raw.arn]
+  }
+
   statement {
     sid       = "WriteQuarantine"
     actions   = ["s3:PutObject"]
@@ -134,6 +142,7 @@ resource "aws_lambda_function" "dedup_enrich" {
     variables = {
       DEDUP_TABLE         = aws_dynamodb_table.claims.name
       DELIVERY_STREAM     = aws_kinesis_firehose_delivery_stream.events.name
+      RAW_ARCHIVE_STREAM  = aws_kinesis_firehose_delivery_stream.raw.name
       QUARANTINE_BUCKET   = aws_s3_bucket.data["quarantine"].bucket
       QUARANTINE_PREFIX   = local.quarantine_prefix
       DEDUP_WINDOW_SECS   = tostring(var.dedup_window_secs)

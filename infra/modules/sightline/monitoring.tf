@@ -76,9 +76,15 @@ locals {
       period      = 300, periods = 1, threshold = 1, operator = "GreaterThanOrEqualToThreshold"
     }
     raw-archive-freshness = {
-      description = "The raw archive is more than 15 minutes behind the stream (its buffer is 300 s)."
+      description = "The raw archive's oldest buffered record has waited more than 15 minutes (its buffer is 300 s); S3 delivery of raw/ is failing or behind."
       namespace   = "AWS/Firehose", metric = "DeliveryToS3.DataFreshness", stat = "Maximum", dimensions = { DeliveryStreamName = aws_kinesis_firehose_delivery_stream.raw.name }
       period      = 300, periods = 2, threshold = 900, operator = "GreaterThanThreshold"
+    }
+    # The function writes the archive best effort: the batch is still delivered.
+    raw-archive-failed = {
+      description = "The function could not write records to the raw archive (EMF metric ArchiveFailed); they were delivered but are missing from raw/, so a range holding them cannot be replayed from the archive once the stream drops it. See the function's WARN log for the error."
+      namespace   = local.metrics_namespace, metric = "ArchiveFailed", stat = "Sum", dimensions = local.function_dimensions
+      period      = 300, periods = 1, threshold = 1, operator = "GreaterThanOrEqualToThreshold"
     }
   }
 }

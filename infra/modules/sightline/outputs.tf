@@ -50,6 +50,11 @@ output "raw_archive_delivery_stream_name" {
   value = aws_kinesis_firehose_delivery_stream.raw.name
 }
 
+output "raw_archive_location" {
+  description = "The raw archive; sightline replay --archive <this> reads given-up ranges from it."
+  value       = "s3://${aws_s3_bucket.data["raw"].bucket}/raw/"
+}
+
 output "lake_bucket_name" {
   value = aws_s3_bucket.data["lake"].bucket
 }

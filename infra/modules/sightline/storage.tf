@@ -2,7 +2,7 @@
 # blocked, owner-enforced, versioned, TLS-only, access-logged); lifecycles differ.
 #   lake        events/ (Parquet, Hive partitions), errors/ (Firehose failures)
 #   quarantine  quarantine/dt=YYYY-MM-DD/... written by the function
-#   raw         raw/ every stream record, untouched, newline-separated, gzip
+#   raw         raw/ every stream record as the function received it (JSON lines, gzip)
 #   athena      query results
 locals {
   data_buckets = toset(["lake", "quarantine", "raw", "athena"])

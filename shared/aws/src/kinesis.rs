@@ -131,7 +131,7 @@ pub enum RangeError {
         source: Box<SdkError<GetRecordsError, HttpResponse>>,
     },
     #[error(
-        "{stream}/{shard} no longer holds {start} (the first record there is {found}); the range has passed the stream's retention: replay it from the raw archive"
+        "{stream}/{shard} no longer holds {start} (the first record there is {found}); the range has passed the stream's retention: replay it from the raw archive (--archive)"
     )]
     Trimmed {
         stream: String,
@@ -152,6 +152,22 @@ pub enum RangeError {
         end: String,
         last: String,
     },
+}
+
+impl RangeError {
+    /// True when the stream no longer holds the range (trimmed past its
+    /// retention, or the shard is gone), so the raw archive is where it is.
+    pub fn is_gone(&self) -> bool {
+        use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError as E;
+        match self {
+            RangeError::Trimmed { .. } | RangeError::Empty { .. } => true,
+            RangeError::Iterator { source, .. } => matches!(
+                source.as_service_error(),
+                Some(E::ResourceNotFoundException(_))
+            ),
+            RangeError::Records { .. } | RangeError::Incomplete { .. } => false,
+        }
+    }
 }
 
 /// Reads `start..=end` of one shard, and refuses a range it cannot read whole:

@@ -1,6 +1,8 @@
 //! Adapters from Sightline's ports to AWS: DynamoDB claims, Firehose delivery and
-//! S3 quarantine, plus building the SDK clients once.
+//! S3 quarantine, the raw archive (Firehose to write, S3 to read back), plus
+//! building the SDK clients once.
 
+pub mod archive;
 pub mod clients;
 pub mod dynamo;
 pub mod error;

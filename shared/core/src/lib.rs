@@ -2,6 +2,7 @@
 //! validation, Dataset B, the dedup decisions, and the batch orchestration over
 //! store and sink ports.
 
+pub mod archive;
 pub mod batch;
 pub mod cost;
 pub mod dataset_b;

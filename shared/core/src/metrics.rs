@@ -76,6 +76,9 @@ counters! {
     marks_failed => Some("MarksFailed"), "Count";
     releases_failed => Some("ReleasesFailed"), "Count";
     checkpoint_failed => Some("CheckpointFailed"), "Count";
+    /// Kinesis records of the batch the raw archive did not take (the batch
+    /// went on without them; see `sightline_core::archive`).
+    archive_failed => Some("ArchiveFailed"), "Count";
     duration_ms => Some("DurationMs"), "Milliseconds";
 }
 

@@ -105,6 +105,20 @@ pub struct Stack {
     pub kinesis_stream: String,
 }
 
+/// A raw archive on the emulator (see [`Stack::create_archive`]).
+pub struct RawArchive {
+    pub bucket: String,
+    pub stream: String,
+    pub prefix: String,
+}
+
+impl RawArchive {
+    /// `s3://bucket/raw/`, as the stack's output gives it.
+    pub fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
 /// One Kinesis record as read back with GetRecords.
 #[derive(Debug, Clone)]
 pub struct ShardRecord {
@@ -212,6 +226,55 @@ impl Stack {
             .expect("create delivery stream");
     }
 
+    /// A raw archive: a bucket and a Direct PUT delivery stream (GZIP, as the
+    /// stack's) writing under the plain prefix `raw/`, to which Firehose (and
+    /// moto) adds its default `YYYY/MM/DD/HH/`. moto neither expands the stack's
+    /// `!{timestamp:...}` prefix nor compresses (infra/README.md).
+    pub async fn create_archive(&self) -> RawArchive {
+        let archive = RawArchive {
+            bucket: unique("archive").to_lowercase(),
+            stream: unique("raw"),
+            prefix: "raw/".into(),
+        };
+        self.clients
+            .s3
+            .create_bucket()
+            .bucket(&archive.bucket)
+            .send()
+            .await
+            .expect("create archive bucket");
+        self.clients
+            .firehose
+            .create_delivery_stream()
+            .delivery_stream_name(&archive.stream)
+            .delivery_stream_type(DeliveryStreamType::DirectPut)
+            .extended_s3_destination_configuration(
+                ExtendedS3DestinationConfiguration::builder()
+                    .role_arn("arn:aws:iam::123456789012:role/firehose")
+                    .bucket_arn(format!("arn:aws:s3:::{}", archive.bucket))
+                    .prefix(&archive.prefix)
+                    .compression_format(aws_sdk_firehose::types::CompressionFormat::Gzip)
+                    .build()
+                    .expect("s3 destination"),
+            )
+            .send()
+            .await
+            .expect("create archive delivery stream");
+        archive
+    }
+
+    /// The function's config for this stack, writing the raw archive.
+    pub fn config_with_archive(&self, archive: &RawArchive) -> Config {
+        let mut config = self.config();
+        config.raw_archive_stream = Some(archive.stream.clone());
+        config
+    }
+
+    /// Every line in the archive bucket.
+    pub async fn archive_lines(&self, archive: &RawArchive) -> Vec<Value> {
+        self.lines(&archive.bucket).await
+    }
+
     /// The function's config for this stack.
     pub fn config(&self) -> Config {
         let table = self.table.clone();
@@ -280,10 +343,15 @@ impl Stack {
 
     /// Reads every shard from the start, as the event source mapping would.
     pub async fn read_all(&self) -> BTreeMap<String, Vec<ShardRecord>> {
+        self.read_stream(&self.kinesis_stream).await
+    }
+
+    /// [`Stack::read_all`] of another stream.
+    pub async fn read_stream(&self, stream: &str) -> BTreeMap<String, Vec<ShardRecord>> {
         let shards = self
             .kinesis
             .list_shards()
-            .stream_name(&self.kinesis_stream)
+            .stream_name(stream)
             .send()
             .await
             .expect("list shards");
@@ -293,7 +361,7 @@ impl Stack {
             let mut iterator = self
                 .kinesis
                 .get_shard_iterator()
-                .stream_name(&self.kinesis_stream)
+                .stream_name(stream)
                 .shard_id(&shard_id)
                 .shard_iterator_type(ShardIteratorType::TrimHorizon)
                 .send()
@@ -433,8 +501,8 @@ pub struct Drain {
 
 /// The handler as the local event source mapping invokes it: one execution
 /// environment (the app is built once, as in a warm Lambda), real time.
-struct Handler<'a, S, K, Q, C> {
-    app: &'a App<S, K, Q, C>,
+struct Handler<'a, S, K, Q, C, A> {
+    app: &'a App<S, K, Q, C, A>,
     /// The records as read from the stream, by sequence number, so the event
     /// carries their real partition keys and arrival times.
     originals: HashMap<String, ShardRecord>,
@@ -442,28 +510,30 @@ struct Handler<'a, S, K, Q, C> {
 }
 
 /// Starts "environments" that all share one warm app.
-struct HandlerRuntime<'h, 'a, S, K, Q, C>(&'h Handler<'a, S, K, Q, C>);
+struct HandlerRuntime<'h, 'a, S, K, Q, C, A>(&'h Handler<'a, S, K, Q, C, A>);
 
-impl<'h, 'a, S, K, Q, C> Runtime for HandlerRuntime<'h, 'a, S, K, Q, C>
+impl<'h, 'a, S, K, Q, C, A> Runtime for HandlerRuntime<'h, 'a, S, K, Q, C, A>
 where
     S: sightline_core::ports::ClaimStore,
     K: sightline_core::ports::EventSink,
     Q: sightline_core::ports::QuarantineStore,
     C: sightline_core::Clock,
+    A: sightline_core::archive::RawArchive,
 {
-    type Function = &'h Handler<'a, S, K, Q, C>;
+    type Function = &'h Handler<'a, S, K, Q, C, A>;
 
     fn start(&self) -> Result<Self::Function, FunctionError> {
         Ok(self.0)
     }
 }
 
-impl<S, K, Q, C> Function for &Handler<'_, S, K, Q, C>
+impl<S, K, Q, C, A> Function for &Handler<'_, S, K, Q, C, A>
 where
     S: sightline_core::ports::ClaimStore,
     K: sightline_core::ports::EventSink,
     Q: sightline_core::ports::QuarantineStore,
     C: sightline_core::Clock,
+    A: sightline_core::archive::RawArchive,
 {
     async fn invoke(
         &self,
@@ -500,8 +570,8 @@ pub fn esm_config(batch_size: usize) -> EsmConfig {
 /// rules: partial batch responses, whole-batch retries and bisection, the
 /// timeout, the retry quota) until it is drained; fails if more than
 /// `max_invocations` were needed or the mapping gave up on a batch.
-pub async fn drain_shard<S, K, Q, C>(
-    app: &App<S, K, Q, C>,
+pub async fn drain_shard<S, K, Q, C, A>(
+    app: &App<S, K, Q, C, A>,
     records: &[ShardRecord],
     batch_size: usize,
     max_invocations: usize,
@@ -511,6 +581,7 @@ where
     K: sightline_core::ports::EventSink,
     Q: sightline_core::ports::QuarantineStore,
     C: sightline_core::Clock,
+    A: sightline_core::archive::RawArchive,
 {
     let mut config = esm_config(batch_size);
     config.maximum_retry_attempts = None;
@@ -525,8 +596,8 @@ where
 }
 
 /// [`drain_shard`] with any mapping settings, and no assertion.
-pub async fn drain_with_mapping<S, K, Q, C>(
-    app: &App<S, K, Q, C>,
+pub async fn drain_with_mapping<S, K, Q, C, A>(
+    app: &App<S, K, Q, C, A>,
     records: &[ShardRecord],
     config: EsmConfig,
 ) -> Drain
@@ -535,6 +606,7 @@ where
     K: sightline_core::ports::EventSink,
     Q: sightline_core::ports::QuarantineStore,
     C: sightline_core::Clock,
+    A: sightline_core::archive::RawArchive,
 {
     let Some(first) = records.first() else {
         return Drain::default();

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sightline::replay::{Targets, replay_range};
+use sightline::replay::{ArchiveSource, Targets, replay_range};
 use sightline_aws::DynamoClaimStore;
 use sightline_integration_tests::fault_proxy::{Fault, FaultProxy, Rule};
 use sightline_integration_tests::{
@@ -29,6 +29,8 @@ fn targets<'a>(stack: &'a Stack, claims: &'a DynamoClaimStore, dry_run: bool) ->
         claims,
         stream: None,
         dry_run,
+        archive: None,
+        from_archive: false,
     }
 }
 
@@ -206,4 +208,219 @@ async fn a_range_the_stream_no_longer_holds_is_refused() {
     assert!(chain.contains("cannot replay"), "{chain}");
     let after = stack.read_all().await.values().next().expect("shard").len();
     assert_eq!(after, records.len(), "nothing was put back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_the_stream_no_longer_holds_is_replayed_from_the_raw_archive_and_every_event_lands_once()
+ {
+    sightline_integration_tests::require_moto!();
+    let stack = Stack::create("r-archive", 1).await;
+    let archive = stack.create_archive().await;
+    let t = traffic(40);
+    stack.put(&t.payloads).await;
+    let records = stack
+        .read_all()
+        .await
+        .values()
+        .next()
+        .expect("shard")
+        .clone();
+
+    // The lake's Firehose is down (the archive's is not) and claim releases
+    // fail: the mapping gives up on the batch with its claims still held. Each
+    // attempt archived the batch again.
+    let proxy = FaultProxy::start(&endpoint(), SEED).await;
+    proxy.add(
+        Rule::always("Firehose.PutRecordBatch", Fault::FirehoseUnavailable)
+            .when_body_contains(&stack.delivery_stream),
+    );
+    proxy.add(Rule::always(
+        "DynamoDB.DeleteItem",
+        Fault::DynamoInternalError,
+    ));
+    let mut config = stack.config_with_archive(&archive);
+    config.retry_max_attempts = 2;
+    let app = stack
+        .app_via(&config, &proxy.endpoint, Duration::from_millis(800))
+        .await;
+    let mut mapping = esm_config(records.len());
+    mapping.maximum_retry_attempts = Some(1);
+    mapping.stream_arn = stream_arn(&stack);
+    let drain = drain_with_mapping(&app, &records, mapping).await;
+    let gave_up = drain.esm.gave_up();
+    assert_eq!(gave_up.len(), 1, "the mapping gave up on the batch");
+    let message = gave_up[0].clone();
+    assert_eq!(drain.stats.archive_failed, 0);
+    assert!(stack.lake_lines().await.is_empty(), "nothing was delivered");
+    proxy.clear();
+
+    // moto wrote the archive's Firehose records to S3 as they came: plain
+    // prefix plus YYYY/MM/DD/HH/, uncompressed.
+    let keys = stack.object_keys(&archive.bucket).await;
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k.starts_with("raw/20")),
+        "{keys:?}"
+    );
+    let archived = stack.archive_lines(&archive).await;
+    // (No KPL aggregates here: one received record is one Kinesis record.)
+    assert_eq!(
+        archived.len() as u64,
+        drain.stats.received,
+        "every record archived once per invocation that received it"
+    );
+    let bytes: usize = archived.iter().map(|l| l.to_string().len() + 1).sum();
+    let payload: usize = records.iter().map(|r| r.data.len()).sum();
+    println!(
+        "archive: {} lines in {} object(s), {:.0} B per line for {:.0} B of payload per record",
+        archived.len(),
+        keys.len(),
+        bytes as f64 / archived.len() as f64,
+        payload as f64 / records.len() as f64
+    );
+
+    let claims = DynamoClaimStore::new(stack.clients.dynamodb.clone(), &stack.table);
+    let source = ArchiveSource::new(
+        stack.clients.s3.clone(),
+        archive.location().parse().expect("s3 location"),
+    );
+    // Asked to, it reads the archive even while the stream holds the range.
+    let forced = replay_range(
+        &Targets {
+            archive: Some(&source),
+            from_archive: true,
+            ..targets(&stack, &claims, true)
+        },
+        &message,
+    )
+    .await
+    .expect("dry run from the archive");
+    assert!(forced.archive_objects.is_some_and(|n| n > 0));
+    let given_up = message.kinesis_batch_info.batch_size;
+    assert_eq!(
+        forced.plan.records as usize, given_up,
+        "the range, repeats dropped"
+    );
+
+    // A stream that no longer holds the range (as after its retention): an
+    // empty one, with the same shard.
+    let trimmed = format!("{}-trimmed", stack.kinesis_stream);
+    stack
+        .kinesis
+        .create_stream()
+        .stream_name(&trimmed)
+        .shard_count(1)
+        .send()
+        .await
+        .expect("create stream");
+    let without_archive = replay_range(
+        &Targets {
+            stream: Some(&trimmed),
+            ..targets(&stack, &claims, false)
+        },
+        &message,
+    )
+    .await
+    .expect_err("refused without an archive");
+    println!(
+        "refused: {}",
+        sightline_core::batch::chain(&without_archive)
+    );
+
+    let done = replay_range(
+        &Targets {
+            stream: Some(&trimmed),
+            archive: Some(&source),
+            ..targets(&stack, &claims, false)
+        },
+        &message,
+    )
+    .await
+    .expect("replay from the archive");
+    println!(
+        "replay from {:?} archive object(s): {} records, {} events, {} released, {} delivered, {} unclaimed, {} bad, {} put back",
+        done.archive_objects,
+        done.plan.records,
+        done.plan.events,
+        done.plan.released,
+        done.plan.delivered,
+        done.plan.unclaimed,
+        done.plan.bad,
+        done.put
+    );
+    assert!(done.archive_objects.is_some());
+    assert_eq!(done.plan.records as usize, given_up);
+    assert!(done.plan.released > 0);
+    assert_eq!(done.put, done.plan.to_put.len());
+
+    // The records put back, with their partition keys and payloads, drained by a
+    // healthy function: every event lands once.
+    let replayed = stack
+        .read_stream(&trimmed)
+        .await
+        .into_values()
+        .flatten()
+        .collect::<Vec<_>>();
+    assert_eq!(replayed.len(), done.put);
+    let start = records
+        .iter()
+        .position(|r| r.sequence_number == message.kinesis_batch_info.start_sequence_number)
+        .expect("the range's first record");
+    let want: Vec<(&str, &[u8])> = done
+        .plan
+        .to_put
+        .iter()
+        .map(|&i| {
+            let o = &records[start + i];
+            (o.partition_key.as_str(), o.data.as_slice())
+        })
+        .collect();
+    let got: Vec<(&str, &[u8])> = replayed
+        .iter()
+        .map(|r| (r.partition_key.as_str(), r.data.as_slice()))
+        .collect();
+    assert_eq!(
+        got, want,
+        "the records put back in order, with their keys and bytes"
+    );
+    let healthy = stack.app(&stack.config_with_archive(&archive));
+    drain_shard(&healthy, &replayed, 100, 20).await;
+    assert_exactly_once(&stack.lake_lines().await, &t.unique);
+    assert_eq!(
+        stack.quarantine_lines().await.len(),
+        t.bad,
+        "each bad record quarantined once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_outage_is_counted_and_every_event_still_reaches_the_lake() {
+    sightline_integration_tests::require_moto!();
+    let stack = Stack::create("r-archive-down", 1).await;
+    let archive = stack.create_archive().await;
+    let t = traffic(30);
+    stack.put(&t.payloads).await;
+    let records = stack
+        .read_all()
+        .await
+        .values()
+        .next()
+        .expect("shard")
+        .clone();
+    let proxy = FaultProxy::start(&endpoint(), SEED).await;
+    proxy.add(
+        Rule::always("Firehose.PutRecordBatch", Fault::FirehoseUnavailable)
+            .when_body_contains(&archive.stream),
+    );
+    let app = stack
+        .app_via(
+            &stack.config_with_archive(&archive),
+            &proxy.endpoint,
+            Duration::from_millis(800),
+        )
+        .await;
+    let drain = drain_shard(&app, &records, 100, 5).await;
+    assert_eq!(drain.stats.archive_failed as usize, records.len());
+    assert!(drain.stats.throttled > 0, "Firehose's throttle, retried");
+    assert!(stack.archive_lines(&archive).await.is_empty());
+    assert_exactly_once(&stack.lake_lines().await, &t.unique);
 }

@@ -129,6 +129,7 @@ impl World {
 
     pub fn app(&self) -> SimApp {
         App {
+            archive: None,
             pipeline: Pipeline::new(
                 self.store.clone(),
                 PackedSink::new(

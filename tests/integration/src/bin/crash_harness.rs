@@ -1,4 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+#![recursion_limit = "256"]
 //! Runs dedup-enrich on one Kinesis event read from a file, against moto, in a
 //! process of its own. Used by the crash test: with `SIGHTLINE_FAULT_POINT` set
 //! it parks at that point and the test kills it.
