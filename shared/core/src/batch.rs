@@ -484,9 +484,10 @@ where
         }
     }
 
-    /// Phase 3: claim every valid unit, concurrently. Claims past a failure are
-    /// not started, nor are claims once the time left no longer covers one more
-    /// claim and everything after it.
+    /// Phase 3: claim every valid unit: concurrently, one conditional put each, or
+    /// in one call where the store can. Claims past a failure are not started, nor
+    /// are claims once the time left no longer covers one more claim and
+    /// everything after it.
     async fn claim(&self, b: &mut ShardBatch<'_>, retrier: &Retrier<'_>, bad: bool) {
         let downstream = self.downstream_ms(retrier, bad);
         let claims = retrier.for_op(Op::Store, downstream);
@@ -499,39 +500,12 @@ where
                 _ => None,
             })
             .collect();
-        let n = b.units.len();
-        let lowest_failed = AtomicUsize::new(n);
-        let batch = &*b;
-        let results: Vec<(usize, Option<Result<ClaimOutcome, _>>)> = stream::iter(to_claim)
-            .map(|(i, event_id)| {
-                let lowest_failed = &lowest_failed;
-                let claims = &claims;
-                async move {
-                    let room = claims.allows(claims.cost_ms(Op::Store) + downstream);
-                    if i > lowest_failed.load(Ordering::Relaxed) || !room {
-                        lowest_failed.fetch_min(i, Ordering::Relaxed);
-                        return (i, None);
-                    }
-                    let owner = batch.owner(i);
-                    let req = ClaimRequest {
-                        event_id,
-                        owner: &owner,
-                        batch_first_sequence: batch.batch_first,
-                        now_secs: batch.now_secs,
-                        expires_at: batch.expires_at,
-                    };
-                    let out = claims.run(|| self.store.claim(&req)).await;
-                    if out.is_err() {
-                        lowest_failed.fetch_min(i, Ordering::Relaxed);
-                    }
-                    (i, Some(out))
-                }
-            })
-            .buffer_unordered(self.config.claim_concurrency.max(1))
-            .collect()
-            .await;
-
-        let mut claim_error = None;
+        let (results, claim_error) = if S::CLAIMS_IN_ONE_CALL {
+            self.claim_in_one_call(b, &claims, downstream, to_claim)
+                .await
+        } else {
+            self.claim_each(b, &claims, downstream, to_claim).await
+        };
         let mut not_started = 0usize;
         for (i, result) in results {
             let Step::Valid(event) =
@@ -540,16 +514,12 @@ where
                 continue;
             };
             b.steps[i] = match result {
-                None => {
+                Claim::NotStarted => {
                     not_started += 1;
                     Step::Unclaimed { late: true }
                 }
-                Some(Err(e)) => {
-                    let late = matches!(e, CallError::Time(_));
-                    claim_error.get_or_insert(e);
-                    Step::Unclaimed { late }
-                }
-                Some(Ok(ClaimOutcome::Claimed { took_over_expired })) => {
+                Claim::Failed { late } => Step::Unclaimed { late },
+                Claim::Done(ClaimOutcome::Claimed { took_over_expired }) => {
                     if took_over_expired {
                         b.took_over += 1;
                     }
@@ -558,7 +528,7 @@ where
                         from: ClaimFrom::Fresh,
                     }
                 }
-                Some(Ok(ClaimOutcome::Held(held))) => {
+                Claim::Done(ClaimOutcome::Held(held)) => {
                     match judge_held(&held, &b.owner(i), b.batch_first) {
                         Held::Duplicate(kind) => Step::Duplicate(kind),
                         Held::Own => Step::Claimed {
@@ -587,6 +557,115 @@ where
             );
         }
         b.cut_at_unclaimed();
+    }
+
+    /// One conditional put per event, up to `claim_concurrency` in flight.
+    async fn claim_each(
+        &self,
+        b: &ShardBatch<'_>,
+        claims: &Retrier<'_>,
+        downstream: i64,
+        to_claim: Vec<(usize, i64)>,
+    ) -> Claims<S::Error> {
+        let lowest_failed = AtomicUsize::new(b.units.len());
+        let results: Vec<Attempt<S::Error>> = stream::iter(to_claim)
+            .map(|(i, event_id)| {
+                let lowest_failed = &lowest_failed;
+                async move {
+                    let room = claims.allows(claims.cost_ms(Op::Store) + downstream);
+                    if i > lowest_failed.load(Ordering::Relaxed) || !room {
+                        lowest_failed.fetch_min(i, Ordering::Relaxed);
+                        return (i, Ok(Claim::NotStarted));
+                    }
+                    let owner = b.owner(i);
+                    let req = ClaimRequest {
+                        event_id,
+                        owner: &owner,
+                        batch_first_sequence: b.batch_first,
+                        now_secs: b.now_secs,
+                        expires_at: b.expires_at,
+                    };
+                    let out = claims.run(|| self.store.claim(&req)).await;
+                    if out.is_err() {
+                        lowest_failed.fetch_min(i, Ordering::Relaxed);
+                    }
+                    (i, out.map(Claim::Done))
+                }
+            })
+            .buffer_unordered(self.config.claim_concurrency.max(1))
+            .collect()
+            .await;
+        let mut claim_error = None;
+        let results = results
+            .into_iter()
+            .map(|(i, r)| match r {
+                Ok(claim) => (i, claim),
+                Err(e) => {
+                    let late = matches!(e, CallError::Time(_));
+                    claim_error.get_or_insert(e);
+                    (i, Claim::Failed { late })
+                }
+            })
+            .collect();
+        (results, claim_error)
+    }
+
+    /// The whole batch's claims in one store call (the embedded store).
+    async fn claim_in_one_call(
+        &self,
+        b: &ShardBatch<'_>,
+        claims: &Retrier<'_>,
+        downstream: i64,
+        to_claim: Vec<(usize, i64)>,
+    ) -> Claims<S::Error> {
+        if to_claim.is_empty() {
+            return (Vec::new(), None);
+        }
+        if !claims.allows(claims.cost_ms(Op::Store) + downstream) {
+            let results = to_claim.into_iter().map(|(i, _)| (i, Claim::NotStarted));
+            return (results.collect(), None);
+        }
+        let owners: Vec<String> = to_claim.iter().map(|(i, _)| b.owner(*i)).collect();
+        let reqs: Vec<ClaimRequest<'_>> = to_claim
+            .iter()
+            .zip(&owners)
+            .map(|((_, event_id), owner)| ClaimRequest {
+                event_id: *event_id,
+                owner,
+                batch_first_sequence: b.batch_first,
+                now_secs: b.now_secs,
+                expires_at: b.expires_at,
+            })
+            .collect();
+        match claims.run(|| self.store.claim_all(&reqs)).await {
+            Ok(outcomes) if outcomes.len() == reqs.len() => {
+                let results = to_claim.into_iter().zip(outcomes);
+                (
+                    results.map(|((i, _), o)| (i, Claim::Done(o))).collect(),
+                    None,
+                )
+            }
+            Ok(outcomes) => {
+                // A store that breaks the port's contract: trust none of it.
+                tracing::error!(
+                    shard = b.shard,
+                    asked = reqs.len(),
+                    answered = outcomes.len(),
+                    "claim_all answered a different number of claims; records retried"
+                );
+                let results = to_claim
+                    .into_iter()
+                    .map(|(i, _)| (i, Claim::Failed { late: false }));
+                (results.collect(), None)
+            }
+            Err(e) => {
+                let late = matches!(e, CallError::Time(_));
+                let results = to_claim
+                    .into_iter()
+                    .map(|(i, _)| (i, Claim::Failed { late }));
+                (results.collect(), Some(e))
+            }
+        }
     }
 
     /// Phase 4: own claims made by another batch. Did that batch's checkpoint
@@ -1081,6 +1160,22 @@ enum Held {
     Duplicate(DuplicateKind),
     Own,
     AskCheckpoint(String),
+}
+
+/// One unit's claim attempt.
+type Attempt<E> = (usize, Result<Claim, CallError<E>>);
+/// The claim phase's answer per unit, and the first error that stopped a claim.
+type Claims<E> = (Vec<(usize, Claim)>, Option<CallError<E>>);
+
+/// What the claim phase did for one unit.
+enum Claim {
+    /// Not attempted: past a failure, or no time left for it.
+    NotStarted,
+    /// The put (or the batch's one call) failed; `late` when it ran out of time.
+    Failed {
+        late: bool,
+    },
+    Done(ClaimOutcome),
 }
 
 /// Reads a live claim that blocked ours.

@@ -258,6 +258,60 @@ impl ClaimStore for MemoryStore {
     }
 }
 
+/// The model, claiming a batch in one call as the embedded store does: the call
+/// fails as a whole, claiming nothing, when any of its events is in `fail_claims`.
+#[derive(Default)]
+pub struct OneCallStore(pub MemoryStore);
+
+impl ClaimStore for OneCallStore {
+    type Error = FakeError;
+
+    const CLAIMS_IN_ONE_CALL: bool = true;
+
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<ClaimOutcome, FakeError> {
+        self.0.claim(req).await
+    }
+
+    async fn claim_all(&self, reqs: &[ClaimRequest<'_>]) -> Result<Vec<ClaimOutcome>, FakeError> {
+        let failing = {
+            let fail = lock(&self.0.fail_claims);
+            reqs.iter().any(|r| fail.contains(&r.event_id))
+        };
+        if failing {
+            self.0.calls.add("claim_all");
+            return Err(fault("claim_all", false));
+        }
+        let mut outcomes = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            outcomes.push(self.0.claim(req).await?);
+        }
+        Ok(outcomes)
+    }
+
+    async fn mark_delivered(&self, event_id: i64, owner: &str) -> Result<(), FakeError> {
+        self.0.mark_delivered(event_id, owner).await
+    }
+
+    async fn release(&self, event_id: i64, owner: &str) -> Result<(), FakeError> {
+        self.0.release(event_id, owner).await
+    }
+
+    async fn get_checkpoint(
+        &self,
+        shard_id: &str,
+        first_sequence: &str,
+        now_secs: i64,
+    ) -> Result<Option<Checkpoint>, FakeError> {
+        self.0
+            .get_checkpoint(shard_id, first_sequence, now_secs)
+            .await
+    }
+
+    async fn put_checkpoint(&self, cp: &Checkpoint) -> Result<(), FakeError> {
+        self.0.put_checkpoint(cp).await
+    }
+}
+
 impl crate::ports::ClaimReader for MemoryStore {
     type Error = FakeError;
 

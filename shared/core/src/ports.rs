@@ -62,6 +62,28 @@ pub trait ClaimStore: Send + Sync {
         req: &ClaimRequest<'_>,
     ) -> impl Future<Output = Result<ClaimOutcome, Self::Error>> + Send;
 
+    /// Whether [`ClaimStore::claim_all`] claims a whole batch in one call. DynamoDB
+    /// has no conditional batch write, so its adapter keeps one conditional put per
+    /// event; the embedded store claims a batch in one locked pass and one commit.
+    const CLAIMS_IN_ONE_CALL: bool = false;
+
+    /// Claims every request as [`ClaimStore::claim`] would, in one call: the
+    /// outcomes in request order, or the error that stopped all of them (nothing
+    /// was claimed then). Used only when `CLAIMS_IN_ONE_CALL` is true; the default
+    /// claims one event after the other.
+    fn claim_all(
+        &self,
+        reqs: &[ClaimRequest<'_>],
+    ) -> impl Future<Output = Result<Vec<ClaimOutcome>, Self::Error>> + Send {
+        async move {
+            let mut outcomes = Vec::with_capacity(reqs.len());
+            for req in reqs {
+                outcomes.push(self.claim(req).await?);
+            }
+            Ok(outcomes)
+        }
+    }
+
     /// Marks `owner`'s claim as delivered (only if `owner` still holds it).
     fn mark_delivered(
         &self,
@@ -154,6 +176,15 @@ impl<T: ClaimStore> ClaimStore for std::sync::Arc<T> {
         req: &ClaimRequest<'_>,
     ) -> impl Future<Output = Result<ClaimOutcome, Self::Error>> + Send {
         (**self).claim(req)
+    }
+
+    const CLAIMS_IN_ONE_CALL: bool = T::CLAIMS_IN_ONE_CALL;
+
+    fn claim_all(
+        &self,
+        reqs: &[ClaimRequest<'_>],
+    ) -> impl Future<Output = Result<Vec<ClaimOutcome>, Self::Error>> + Send {
+        (**self).claim_all(reqs)
     }
 
     fn mark_delivered(

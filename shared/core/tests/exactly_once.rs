@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use sightline_core::delivery::PackedSink;
 use sightline_core::fakes::{
-    ClaimItem, Faults, ManualClock, MemoryFirehose, MemoryQuarantine, MemoryStore,
+    ClaimItem, Faults, ManualClock, MemoryFirehose, MemoryQuarantine, MemoryStore, OneCallStore,
 };
 use sightline_core::packing::PackConfig;
+use sightline_core::ports::ClaimStore;
 use sightline_core::retry::RetryPolicy;
 use sightline_core::{
     BatchReport, DatasetB, Deadline, DuplicateKind, Fate, InputRecord, Pipeline, PipelineConfig,
@@ -21,8 +22,17 @@ const NOW_MS: i64 = 1_763_900_000_000;
 type Fake = Pipeline<MemoryStore, PackedSink<MemoryFirehose>, MemoryQuarantine, ManualClock>;
 
 fn pipeline(store: Faults, sink: Faults, quarantine: Faults, pack: usize) -> Fake {
+    pipeline_over(MemoryStore::new(store), sink, quarantine, pack)
+}
+
+fn pipeline_over<S: ClaimStore>(
+    store: S,
+    sink: Faults,
+    quarantine: Faults,
+    pack: usize,
+) -> Pipeline<S, PackedSink<MemoryFirehose>, MemoryQuarantine, ManualClock> {
     Pipeline::new(
-        MemoryStore::new(store),
+        store,
         PackedSink::new(MemoryFirehose::new(sink), PackConfig::new(pack)),
         MemoryQuarantine::new(quarantine),
         ManualClock::at(NOW_MS),
@@ -198,4 +208,60 @@ async fn a_failed_quarantine_write_retries_from_the_first_bad_record() {
         vec![Fate::Quarantined, Fate::Duplicate(DuplicateKind::Replayed)]
     );
     assert_eq!(delivered_counts(&p)[&3], 1);
+}
+
+/// A batch with fresh events, an in-batch duplicate, a re-send of an event
+/// claimed earlier and a bad record.
+fn mixed_batch(seq0: u64) -> Vec<InputRecord> {
+    let mut records: Vec<InputRecord> = (0..20)
+        .map(|i| record(0, seq0 + i, event(100 + i as i64)))
+        .collect();
+    records.push(record(0, seq0 + 20, event(103)));
+    records.push(record(0, seq0 + 21, event(1)));
+    records.push(record(0, seq0 + 22, b"{not json".to_vec()));
+    records
+}
+
+#[tokio::test]
+async fn claims_in_one_call_settle_a_batch_as_one_put_per_event_does() {
+    let each = clean();
+    let one = pipeline_over(OneCallStore::default(), Faults::none(), Faults::none(), 500);
+    // Event 1 was claimed by an earlier batch in both stores.
+    run(&each, &[record(1, 1, event(1))]).await;
+    p_run(&one, &[record(1, 1, event(1))]).await;
+    let a = run(&each, &mixed_batch(10)).await;
+    let b = p_run(&one, &mixed_batch(10)).await;
+    assert_eq!(a.fates, b.fates);
+    assert_eq!(a.stats, b.stats);
+    assert_eq!(each.sink.port.delivered(), one.sink.port.delivered());
+}
+
+#[tokio::test]
+async fn a_failed_one_call_claim_retries_every_valid_record_and_delivers_nothing() {
+    let one = pipeline_over(OneCallStore::default(), Faults::none(), Faults::none(), 500);
+    one.store.0.fail_claims.lock().expect("lock").insert(105);
+    let report = p_run(&one, &mixed_batch(10)).await;
+    // The call claimed nothing: every record from the first valid one on is
+    // reported for retry, and nothing reached the sink.
+    assert!(
+        report.fates.iter().all(|f| *f == Fate::Retry),
+        "{:?}",
+        report.fates
+    );
+    assert!(one.sink.port.delivered().is_empty());
+    assert!(one.store.0.claims.lock().expect("lock").is_empty());
+}
+
+async fn p_run<S: ClaimStore>(
+    p: &Pipeline<S, PackedSink<MemoryFirehose>, MemoryQuarantine, ManualClock>,
+    records: &[InputRecord],
+) -> BatchReport {
+    let report = p.process(records, Deadline::none()).await;
+    assert_eq!(
+        report.stats.accounted(),
+        records.len() as u64,
+        "{:?}",
+        report.stats
+    );
+    report
 }

@@ -51,18 +51,32 @@ struct ClaimItem {
     delivered: bool,
 }
 
+/// A new claim's item, encoded straight from the request (no owned copy first).
+fn encode_claim(req: &ClaimRequest<'_>) -> Vec<u8> {
+    encode_item(req.owner, req.batch_first_sequence, req.expires_at, false)
+}
+
+/// `expires_at` (8, big-endian) | delivered (1) | owner length (2) | owner | batch first.
+fn encode_item(owner: &str, batch_first: &str, expires_at: i64, delivered: bool) -> Vec<u8> {
+    let owner = owner.as_bytes();
+    let mut out = Vec::with_capacity(11 + owner.len() + batch_first.len());
+    out.extend_from_slice(&expires_at.to_be_bytes());
+    out.push(u8::from(delivered));
+    let len = u16::try_from(owner.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&owner[..usize::from(len)]);
+    out.extend_from_slice(batch_first.as_bytes());
+    out
+}
+
 impl ClaimItem {
-    /// `expires_at` (8, big-endian) | delivered (1) | owner length (2) | owner | batch first.
     fn encode(&self) -> Vec<u8> {
-        let owner = self.owner.as_bytes();
-        let mut out = Vec::with_capacity(11 + owner.len() + self.batch_first_sequence.len());
-        out.extend_from_slice(&self.expires_at.to_be_bytes());
-        out.push(u8::from(self.delivered));
-        let len = u16::try_from(owner.len()).unwrap_or(u16::MAX);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&owner[..usize::from(len)]);
-        out.extend_from_slice(self.batch_first_sequence.as_bytes());
-        out
+        encode_item(
+            &self.owner,
+            &self.batch_first_sequence,
+            self.expires_at,
+            self.delivered,
+        )
     }
 
     fn decode(bytes: &[u8]) -> Option<ClaimItem> {
@@ -91,8 +105,9 @@ fn checkpoint_key(shard_id: &str, first_sequence: &str) -> String {
 struct Index {
     /// Live claims: event id -> expires_at.
     expiry: HashMap<i64, i64>,
-    /// Claims made but not yet committed, with the generation that commits them.
-    pending: HashMap<i64, (ClaimItem, u64)>,
+    /// Claims made but not yet committed (the encoded item), with the generation
+    /// that commits them.
+    pending: HashMap<i64, (Vec<u8>, u64)>,
     /// Generation the next claim joins.
     open_generation: u64,
     failed: bool,
@@ -188,31 +203,31 @@ impl LocalClaimStore {
         // Let the claims polled alongside this one join the commit before it is
         // sealed; otherwise the first claimer of a batch commits alone.
         tokio::task::yield_now().await;
-        let (items, sealed) = {
+        // The journal batch is built from the pending items in place: one copy of
+        // each encoded item, into the batch.
+        let mut batch = self.db.batch();
+        let (ids, sealed) = {
             let mut index = self.index()?;
             if index.failed {
                 return Err(StoreError::Failed);
             }
             let sealed = index.open_generation;
             index.open_generation += 1;
-            let items: Vec<(i64, ClaimItem)> = index
-                .pending
-                .iter()
-                .filter(|(_, (_, g))| *g <= sealed)
-                .map(|(id, (item, _))| (*id, item.clone()))
-                .collect();
-            (items, sealed)
+            let mut ids = Vec::with_capacity(index.pending.len());
+            for (id, (item, g)) in &index.pending {
+                if *g <= sealed {
+                    batch.insert(&self.claims, claim_key(*id), item.as_slice());
+                    ids.push(*id);
+                }
+            }
+            (ids, sealed)
         };
-        let mut batch = self.db.batch();
-        for (id, item) in &items {
-            batch.insert(&self.claims, claim_key(*id), item.encode());
-        }
         let result = batch.durability(Some(PersistMode::SyncAll)).commit();
         self.commits.fetch_add(1, Ordering::Relaxed);
         let mut index = self.index()?;
         match result {
             Ok(()) => {
-                for (id, _) in &items {
+                for id in &ids {
                     if index.pending.get(id).is_some_and(|(_, g)| *g <= sealed) {
                         index.pending.remove(id);
                     }
@@ -223,7 +238,7 @@ impl LocalClaimStore {
             Err(e) => {
                 // Nothing in this generation is durable: forget the claims, refuse
                 // further work, and let the batch report its records for retry.
-                for (id, _) in &items {
+                for id in &ids {
                     index.pending.remove(id);
                     index.expiry.remove(id);
                 }
@@ -236,7 +251,9 @@ impl LocalClaimStore {
     /// The claim item, committed or pending.
     fn read_claim(&self, event_id: i64) -> Result<Option<ClaimItem>, StoreError> {
         if let Some((item, _)) = self.index()?.pending.get(&event_id) {
-            return Ok(Some(item.clone()));
+            return ClaimItem::decode(item)
+                .map(Some)
+                .ok_or(StoreError::Corrupt { event_id });
         }
         match self.claims.get(claim_key(event_id))? {
             Some(v) => ClaimItem::decode(&v)
@@ -306,13 +323,9 @@ impl ClaimStore for LocalClaimStore {
                 let took_over_expired = index.expiry.contains_key(&req.event_id);
                 let generation = index.open_generation;
                 index.expiry.insert(req.event_id, req.expires_at);
-                let item = ClaimItem {
-                    owner: req.owner.to_string(),
-                    batch_first_sequence: req.batch_first_sequence.to_string(),
-                    expires_at: req.expires_at,
-                    delivered: false,
-                };
-                index.pending.insert(req.event_id, (item, generation));
+                index
+                    .pending
+                    .insert(req.event_id, (encode_claim(req), generation));
                 (
                     Some(ClaimOutcome::Claimed { took_over_expired }),
                     generation,
@@ -335,6 +348,56 @@ impl ClaimStore for LocalClaimStore {
                 }))
             }
         }
+    }
+
+    const CLAIMS_IN_ONE_CALL: bool = true;
+
+    /// One pass under the index lock, one journal commit for every claim made,
+    /// then the held claims read back.
+    async fn claim_all(&self, reqs: &[ClaimRequest<'_>]) -> Result<Vec<ClaimOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(reqs.len());
+        let mut held = Vec::new();
+        let generation = {
+            let mut index = self.index()?;
+            if index.failed {
+                return Err(StoreError::Failed);
+            }
+            let generation = index.open_generation;
+            for (k, req) in reqs.iter().enumerate() {
+                let previous = index.expiry.get(&req.event_id).copied();
+                if previous.is_some_and(|expires_at| expires_at >= req.now_secs) {
+                    held.push(k);
+                    // Filled in below, once the lock is released.
+                    outcomes.push(ClaimOutcome::Claimed {
+                        took_over_expired: false,
+                    });
+                    continue;
+                }
+                index.expiry.insert(req.event_id, req.expires_at);
+                index
+                    .pending
+                    .insert(req.event_id, (encode_claim(req), generation));
+                outcomes.push(ClaimOutcome::Claimed {
+                    took_over_expired: previous.is_some(),
+                });
+            }
+            generation
+        };
+        if held.len() < reqs.len() {
+            self.make_durable(generation).await?;
+        }
+        for k in held {
+            let event_id = reqs[k].event_id;
+            let item = self
+                .read_claim(event_id)?
+                .ok_or(StoreError::Corrupt { event_id })?;
+            outcomes[k] = ClaimOutcome::Held(ExistingClaim {
+                owner: item.owner,
+                delivered: item.delivered,
+                batch_first_sequence: Some(item.batch_first_sequence),
+            });
+        }
+        Ok(outcomes)
     }
 
     async fn mark_delivered(&self, event_id: i64, owner: &str) -> Result<(), StoreError> {

@@ -17,6 +17,14 @@ enum Op {
         now: i64,
         window: i64,
     },
+    /// A batch's claims in one call, as the batch logic makes them: distinct ids,
+    /// one batch, one time.
+    ClaimAll {
+        claims: Vec<(i64, u8)>,
+        batch: u8,
+        now: i64,
+        window: i64,
+    },
     Mark {
         id: i64,
         owner: u8,
@@ -42,6 +50,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0i64..6, 0u8..4, 0u8..3, 0i64..40, 1i64..20)
             .prop_map(|(id, owner, batch, now, window)| Op::Claim { id, owner, batch, now, window }),
+        3 => (proptest::collection::btree_map(0i64..6, 0u8..4, 0..6), 0u8..3, 0i64..40, 1i64..20)
+            .prop_map(|(claims, batch, now, window)| Op::ClaimAll { claims: claims.into_iter().collect(), batch, now, window }),
         2 => (0i64..6, 0u8..4).prop_map(|(id, owner)| Op::Mark { id, owner }),
         2 => (0i64..6, 0u8..4).prop_map(|(id, owner)| Op::Release { id, owner }),
         1 => (0u8..3, 0u8..9, 0i64..40).prop_map(|(batch, last, expires)| Op::PutCheckpoint { batch, last, expires }),
@@ -57,6 +67,7 @@ fn owner(o: u8) -> String {
 #[derive(Debug, PartialEq)]
 enum Answer {
     Claim(ClaimOutcome),
+    Claims(Vec<ClaimOutcome>),
     Unit,
     Checkpoint(Option<Checkpoint>),
 }
@@ -80,6 +91,29 @@ async fn apply<S: ClaimStore>(store: &S, op: &Op) -> Answer {
                 expires_at: now + window,
             };
             Answer::Claim(store.claim(&req).await.expect("claim"))
+        }
+        Op::ClaimAll {
+            claims,
+            batch,
+            now,
+            window,
+        } => {
+            let owners: Vec<String> = claims.iter().map(|(_, o)| owner(*o)).collect();
+            let b = batch.to_string();
+            let reqs: Vec<ClaimRequest<'_>> = claims
+                .iter()
+                .zip(&owners)
+                .map(|((id, _), o)| ClaimRequest {
+                    event_id: *id,
+                    owner: o,
+                    batch_first_sequence: &b,
+                    now_secs: *now,
+                    expires_at: now + window,
+                })
+                .collect();
+            // The model makes one claim after the other (the trait's default); the
+            // embedded store claims them in one pass and one commit.
+            Answer::Claims(store.claim_all(&reqs).await.expect("claim_all"))
         }
         Op::Mark { id, owner: o } => {
             store.mark_delivered(*id, &owner(*o)).await.expect("mark");
