@@ -578,13 +578,7 @@ where
                         return (i, Ok(Claim::NotStarted));
                     }
                     let owner = b.owner(i);
-                    let req = ClaimRequest {
-                        event_id,
-                        owner: &owner,
-                        batch_first_sequence: b.batch_first,
-                        now_secs: b.now_secs,
-                        expires_at: b.expires_at,
-                    };
+                    let req = b.claim_request(event_id, &owner);
                     let out = claims.run(|| self.store.claim(&req)).await;
                     if out.is_err() {
                         lowest_failed.fetch_min(i, Ordering::Relaxed);
@@ -601,7 +595,7 @@ where
             .map(|(i, r)| match r {
                 Ok(claim) => (i, claim),
                 Err(e) => {
-                    let late = matches!(e, CallError::Time(_));
+                    let late = e.is_deadline();
                     claim_error.get_or_insert(e);
                     (i, Claim::Failed { late })
                 }
@@ -629,13 +623,7 @@ where
         let reqs: Vec<ClaimRequest<'_>> = to_claim
             .iter()
             .zip(&owners)
-            .map(|((_, event_id), owner)| ClaimRequest {
-                event_id: *event_id,
-                owner,
-                batch_first_sequence: b.batch_first,
-                now_secs: b.now_secs,
-                expires_at: b.expires_at,
-            })
+            .map(|((_, event_id), owner)| b.claim_request(*event_id, owner))
             .collect();
         match claims.run(|| self.store.claim_all(&reqs)).await {
             Ok(outcomes) if outcomes.len() == reqs.len() => {
@@ -659,7 +647,7 @@ where
                 (results.collect(), None)
             }
             Err(e) => {
-                let late = matches!(e, CallError::Time(_));
+                let late = e.is_deadline();
                 let results = to_claim
                     .into_iter()
                     .map(|(i, _)| (i, Claim::Failed { late }));
@@ -697,7 +685,7 @@ where
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %chain(&e), shard = b.shard, "checkpoint lookup failed");
-                    let late = matches!(e, CallError::Time(_));
+                    let late = e.is_deadline();
                     for i in idx {
                         b.steps[i] = Step::Unclaimed { late };
                     }
@@ -1005,6 +993,17 @@ impl<'a> ShardBatch<'a> {
         match self.units[unit].sub {
             None => r.owner(),
             Some(k) => r.user_record_owner(k),
+        }
+    }
+
+    /// This batch's claim on `event_id` for `owner`.
+    fn claim_request<'r>(&'r self, event_id: i64, owner: &'r str) -> ClaimRequest<'r> {
+        ClaimRequest {
+            event_id,
+            owner,
+            batch_first_sequence: self.batch_first,
+            now_secs: self.now_secs,
+            expires_at: self.expires_at,
         }
     }
 
