@@ -46,11 +46,34 @@ if cargo tree --locked -p dedup-enrich -e normal,build,features -i sightline-cor
   exit 1
 fi
 
+log "the workspace's binaries (the cargo-lambda loop and the Terraform e2e zip these)"
+cargo build --workspace --bins --locked
+
 log "starting moto"
 endpoint="$("$ROOT/scripts/moto.sh" start)"
-trap '"$ROOT/scripts/moto.sh" stop "$endpoint"' EXIT
+infra_pid=""
+stop_all() {
+  # A failed step ends the script early: stop the infrastructure checks (their own
+  # process group: terraform and the e2e's runtimes too) before their moto goes.
+  if [ -n "$infra_pid" ]; then kill -- -"$infra_pid" 2>/dev/null || true; fi
+  "$ROOT/scripts/moto.sh" stop "$endpoint"
+}
+trap stop_all EXIT
 export SIGHTLINE_AWS_ENDPOINT="$endpoint"
 log "moto at $endpoint"
+
+# The infrastructure checks spend most of their time waiting: the Terraform e2e's
+# apply and destroy are mostly the AWS provider's own consistency polls (S3
+# lifecycle rules: ten matching reads 5 s apart, ~55 s; the SQS queue policy ~25 s).
+# They run beside the cargo tests and the cargo-lambda loop, on the same moto (the
+# e2e's resources carry a per-run stage name); their output is printed when they end.
+infra_log=""
+if [ -x "$ROOT/scripts/check-infra.sh" ]; then
+  infra_log="$(mktemp "${TMPDIR:-/tmp}/sightline-check-infra.XXXXXX")"
+  log "infrastructure checks: started beside the tests (output follows when they end)"
+  setsid "$ROOT/scripts/check-infra.sh" >"$infra_log" 2>&1 &
+  infra_pid=$!
+fi
 
 log "Chromium for the dashboard's browser test"
 SIGHTLINE_CHROMIUM="$("$ROOT/scripts/ensure-chromium.sh")"
@@ -64,9 +87,15 @@ if [ -x "$ROOT/scripts/lambda-loop-test.sh" ]; then
   "$ROOT/scripts/lambda-loop-test.sh"
 fi
 
-if [ -x "$ROOT/scripts/check-infra.sh" ]; then
-  log "infrastructure checks"
-  "$ROOT/scripts/check-infra.sh"
+if [ -n "$infra_pid" ]; then
+  log "infrastructure checks: waiting for them"
+  infra_rc=0
+  wait "$infra_pid" || infra_rc=$?
+  infra_pid=""
+  cat "$infra_log"
+  rm -f "$infra_log"
+  log "infrastructure checks: $([ "$infra_rc" -eq 0 ] && echo passed || echo "FAILED (exit $infra_rc)")"
+  [ "$infra_rc" -eq 0 ]
 fi
 
 log "sam build (template.yaml, both functions as arm64 bootstraps, no test-only features)"
