@@ -8,7 +8,8 @@
 #   deploy-day checks, no deprecated provider attributes; the Athena SQL parses as
 #   Trino), and scripts/tf-emulator-e2e.sh (terraform apply of
 #   infra/examples/emulator to a moto server, the pipeline end to end against what it
-#   created, terraform destroy). That last step uses the moto at
+#   created, terraform destroy; it runs beside the checks after terraform validate,
+#   being mostly waits). That last step uses the moto at
 #   $SIGHTLINE_AWS_ENDPOINT (scripts/test.sh exports it) or starts its own.
 # Runs from anywhere; needs python3 and terraform on PATH (and cargo for the e2e step).
 # Every step runs even if an earlier one failed; the last line says what failed, and
@@ -42,8 +43,16 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 passed=()
 failed=()
 stage="setup"
+# The Terraform e2e, while it runs in the background (see below).
+e2e_pid=""
+e2e_log=""
+stop_e2e() {
+  if [ -n "$e2e_pid" ]; then kill -- -"$e2e_pid" 2>/dev/null || true; fi
+  if [ -n "$e2e_log" ]; then rm -f "$e2e_log"; fi
+}
 finish() {
   local rc=$?
+  stop_e2e
   local took=$((SECONDS - started))
   if [ "$stage" = "setup" ]; then
     echo "check-infra: FAILED during setup (exit $rc) after ${took}s"
@@ -145,16 +154,33 @@ TF_PROVIDER_SCHEMA="$TF_DATA_ROOT/aws-provider-schema.json"
 export SIGHTLINE_TF_PROVIDER_SCHEMA="$TF_PROVIDER_SCHEMA"
 stage="checks"
 
+run "terraform fmt" tf . fmt -check -recursive -diff infra
+# Before the e2e starts: both init infra/examples/emulator (one data directory).
+run "terraform validate" terraform_init_validate
+
+# The Terraform e2e spends most of its time waiting on the AWS provider's own
+# consistency polls (S3 lifecycle rules: ten matching reads 5 s apart; the SQS queue
+# policy), so it runs beside the checks below; its output is printed when it ends.
+e2e_log="$(mktemp "${TMPDIR:-/tmp}/sightline-tf-e2e-log.XXXXXX")"
+log "terraform apply to moto + e2e + destroy: started beside the checks below"
+setsid "$ROOT/scripts/tf-emulator-e2e.sh" >"$e2e_log" 2>&1 &
+e2e_pid=$!
+wait_e2e() {
+  local rc=0
+  wait "$e2e_pid" || rc=$?
+  e2e_pid=""
+  cat "$e2e_log"
+  return "$rc"
+}
+
+run "terraform test (module plan checks)" terraform_test_module
 run "cfn-lint" cfn-lint template.yaml
 run "sam validate --lint" sam_env sam validate --lint --template-file template.yaml
 run "sam validate" sam_env sam validate --template-file template.yaml
-run "terraform fmt" tf . fmt -check -recursive -diff infra
-run "terraform validate" terraform_init_validate
-run "terraform test (module plan checks)" terraform_test_module
 run "checkov template.yaml" checkov_run --framework cloudformation -f template.yaml
 # terraform test files are HCL that checkov cannot parse; they hold no resources.
 run "checkov infra/" checkov_run --framework terraform -d infra --skip-path '\.tftest\.hcl$'
 run "pytest tests/infra" python -m pytest tests/infra -q -p no:cacheprovider
-run "terraform apply to moto + e2e + destroy" "$ROOT/scripts/tf-emulator-e2e.sh"
+run "terraform apply to moto + e2e + destroy (waited for)" wait_e2e
 
 [ "${#failed[@]}" -eq 0 ]

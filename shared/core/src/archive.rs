@@ -897,7 +897,7 @@ mod tests {
             report.throttled, 1,
             "ServiceUnavailableException is Firehose's throttle"
         );
-        let lines = archive.port.lines.lock().expect("lock").clone();
+        let lines = archive.port.lines();
         assert_eq!(lines.len(), 3_000, "each line once");
         println!(
             "3,000 records archived in {} Firehose record(s) ({} B) over {} call(s)",

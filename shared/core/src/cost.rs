@@ -43,6 +43,8 @@ struct Samples {
     ring: [i64; WINDOW],
     len: usize,
     next: usize,
+    /// The largest of the remembered samples: estimates outnumber records two to one.
+    slowest: i64,
 }
 
 /// Recent attempt durations per port.
@@ -60,16 +62,19 @@ impl CostModel {
         s.ring[at] = took_ms.max(0);
         s.next = (at + 1) % WINDOW;
         s.len = (s.len + 1).min(WINDOW);
+        s.slowest = s.ring[..s.len].iter().copied().max().unwrap_or(0);
     }
 
     /// What one attempt of a call to `op` may take: 1.5 times the slowest of the
     /// last attempts, plus slack; `fallback_ms` before anything was measured.
     pub fn estimate(&self, op: Op, fallback_ms: i64) -> i64 {
-        let s = *lock(&self.slots[op.slot()]);
-        if s.len == 0 {
+        let (len, slowest) = {
+            let s = lock(&self.slots[op.slot()]);
+            (s.len, s.slowest)
+        };
+        if len == 0 {
             return fallback_ms;
         }
-        let slowest = s.ring[..s.len].iter().copied().max().unwrap_or(0);
         slowest.saturating_mul(HEADROOM_NUM) / HEADROOM_DEN + SLACK_MS
     }
 

@@ -13,6 +13,8 @@ use crate::kpl::KplError;
 use crate::model::{DetectionEvent, InputRecord, OutputEvent};
 use crate::time::{MS_PER_DAY, UtcHour};
 
+mod fast;
+
 /// 2000-01-01T00:00:00Z: anything earlier is a broken camera clock.
 pub const MIN_TIMESTAMP_MS: i64 = 946_684_800_000;
 /// How far past its Kinesis arrival an event's timestamp may be.
@@ -204,6 +206,15 @@ pub fn decode_bytes_with(
     let text = std::str::from_utf8(data).map_err(|e| Rejection::NotUtf8 {
         valid_up_to: e.valid_up_to(),
     })?;
+    match fast::common_event(text) {
+        Some(raw) => raw.validate(arrival_ms, max_age_ms),
+        None => strict(text, arrival_ms, max_age_ms),
+    }
+}
+
+/// The serde_json decoder: the judge of every record, and the only path for one
+/// the fast path does not take.
+fn strict(text: &str, arrival_ms: i64, max_age_ms: i64) -> Result<DetectionEvent<'_>, Rejection> {
     let first = text.trim_start().as_bytes().first().copied();
     if first != Some(b'{') {
         return Err(match serde_json::from_str::<IgnoredAny>(text) {

@@ -115,17 +115,25 @@ impl Latency {
     }
 }
 
-/// Counts of calls made to a fake, by operation.
+/// Counts of calls made to a fake, by operation (a handful of names: a short list
+/// beats hashing each name per call).
 #[derive(Debug, Default)]
-pub struct CallCounts(Mutex<HashMap<&'static str, u64>>);
+pub struct CallCounts(Mutex<Vec<(&'static str, u64)>>);
 
 impl CallCounts {
     fn add(&self, op: &'static str) {
-        *lock(&self.0).entry(op).or_default() += 1;
+        let mut counts = lock(&self.0);
+        match counts.iter_mut().find(|(name, _)| *name == op) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((op, 1)),
+        }
     }
 
     pub fn get(&self, op: &str) -> u64 {
-        lock(&self.0).get(op).copied().unwrap_or(0)
+        lock(&self.0)
+            .iter()
+            .find(|(name, _)| *name == op)
+            .map_or(0, |(_, n)| *n)
     }
 }
 
@@ -337,7 +345,9 @@ impl crate::ports::ClaimReader for MemoryStore {
 /// A Firehose stand-in: keeps every accepted line; can fail whole calls or entries.
 #[derive(Debug)]
 pub struct MemoryFirehose {
-    pub lines: Mutex<Vec<String>>,
+    /// Every accepted record, as sent (split into lines when read: the batch
+    /// bench measures the pipeline, not this fake's bookkeeping).
+    records: Mutex<Vec<Vec<u8>>>,
     pub calls: AtomicI64,
     pub faults: Faults,
     /// Probability that one entry of an otherwise successful call is rejected.
@@ -360,7 +370,7 @@ impl Default for MemoryFirehose {
 impl MemoryFirehose {
     pub fn new(faults: Faults) -> Self {
         MemoryFirehose {
-            lines: Mutex::new(Vec::new()),
+            records: Mutex::new(Vec::new()),
             calls: AtomicI64::new(0),
             faults,
             entry_failure_rate: Mutex::new(0.0),
@@ -384,16 +394,28 @@ impl MemoryFirehose {
 
     /// Every delivered line, parsed.
     pub fn delivered(&self) -> Vec<serde_json::Value> {
-        lock(&self.lines)
+        self.lines()
             .iter()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
 
+    /// Every delivered line, in order.
+    pub fn lines(&self) -> Vec<String> {
+        lock(&self.records)
+            .iter()
+            .flat_map(|r| {
+                String::from_utf8_lossy(r)
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     fn accept(&self, record: &[u8]) {
-        let text = String::from_utf8_lossy(record);
-        let mut lines = lock(&self.lines);
-        lines.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
+        lock(&self.records).push(record.to_vec());
     }
 }
 

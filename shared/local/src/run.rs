@@ -238,6 +238,15 @@ pub async fn run(
     config: &RunConfig,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<RunSummary, RunError> {
+    run_with(config, &mut on_progress).await
+}
+
+/// Not generic, so the whole run is compiled here, at this crate's optimisation
+/// level, rather than in the caller's (the `sightline` command's is lower).
+async fn run_with(
+    config: &RunConfig,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<RunSummary, RunError> {
     if config.batch_size == 0 || config.batch_size > MAX_BATCH_SIZE {
         return Err(RunError::BatchSize(config.batch_size));
     }
