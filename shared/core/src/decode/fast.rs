@@ -30,28 +30,22 @@ pub(super) fn common_event(text: &str) -> Option<RawEvent<'_>> {
         }
         // The key is told by its first byte, then compared whole with its closing quote.
         let rest = b.get(i + 1..)?;
-        let (field, key): (Field, &[u8]) = match rest.first()? {
-            b'd' => (Field::DetectionOid, b"detection_oid\""),
-            b'v' => (Field::VideoCameraOid, b"video_camera_oid\""),
+        let (field, key, bit): (Field, &[u8], u8) = match rest.first()? {
+            b'd' => (Field::DetectionOid, b"detection_oid\"", 1),
+            b'v' => (Field::VideoCameraOid, b"video_camera_oid\"", 2),
             b'g' => (
                 Field::GeographicalLocationOid,
                 b"geographical_location_oid\"",
+                4,
             ),
-            b'i' => (Field::ItemName, b"item_name\""),
-            b't' => (Field::TimestampDetected, b"timestamp_detected\""),
+            b'i' => (Field::ItemName, b"item_name\"", 8),
+            b't' => (Field::TimestampDetected, b"timestamp_detected\"", 16),
             _ => return None,
         };
         if !rest.starts_with(key) {
             return None;
         }
         let key_end = i + key.len();
-        let bit = match field {
-            Field::DetectionOid => 1,
-            Field::VideoCameraOid => 2,
-            Field::GeographicalLocationOid => 4,
-            Field::ItemName => 8,
-            Field::TimestampDetected => 16,
-        };
         if seen & bit != 0 {
             return None;
         }
