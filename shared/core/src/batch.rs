@@ -759,10 +759,11 @@ where
     /// [`QUARANTINE_OBJECT_MAX_BYTES`], so a batch of many bad records never holds
     /// more than one object in memory. A KPL aggregate's bad user records start
     /// an object of their own and are split inside the aggregate when needed;
-    /// the objects of a record are therefore the same, under the same keys,
-    /// whenever the record is retried, and a retry overwrites them rather than
-    /// adding copies. A failed object moves the cut to its record's start and
-    /// later objects are not written.
+    /// an object's key names its first and last bad record, so a retry that
+    /// writes the same key writes the same lines, and a retry of another span
+    /// (a bisected batch) adds an object rather than replacing one with fewer
+    /// lines. A failed object moves the cut to its record's start and later
+    /// objects are not written.
     async fn quarantine(&self, b: &mut ShardBatch<'_>, retrier: &Retrier<'_>) {
         let bad: Vec<usize> = (0..b.cut.at())
             .filter(|i| matches!(b.steps[*i], Step::Rejected))
@@ -804,11 +805,12 @@ where
             if !close {
                 continue;
             }
+            let position = |u: usize| (b.records[b.layout.record_of(u)], b.units[u].sub);
             let first = in_object[0].0;
-            let key = quarantine::object_key_at(
+            let key = quarantine::object_key_span(
                 &self.config.quarantine_prefix,
-                b.records[b.layout.record_of(first)],
-                b.units[first].sub.filter(|s| *s > 0),
+                position(first),
+                position(i),
             );
             let sent = std::mem::take(&mut body);
             let put = puts

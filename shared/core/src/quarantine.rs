@@ -25,29 +25,45 @@ struct QuarantineLine<'a> {
     data_base64: String,
 }
 
-/// `{prefix}dt=YYYY-MM-DD/{shard}/{first sequence}.jsonl`. Deterministic, so a
-/// retried write of the same records replaces the same object.
+/// `{prefix}dt=YYYY-MM-DD/{shard}/{first sequence}.jsonl`: the key of an object
+/// that holds one plain record's line.
 pub fn object_key(prefix: &str, first: &InputRecord) -> String {
-    let dt = UtcHour::from_epoch_ms(first.arrival_ms).date_string();
-    format!(
-        "{prefix}dt={dt}/{}/{}.jsonl",
-        first.shard_id, first.sequence_number
-    )
+    object_key_span(prefix, (first, None), (first, None))
 }
 
-/// The key of an object that starts at user record `sub` of an aggregate
-/// (`None` or 0: at the record's start, [`object_key`]).
-pub fn object_key_at(prefix: &str, first: &InputRecord, sub: Option<u32>) -> String {
-    match sub {
-        None | Some(0) => object_key(prefix, first),
-        Some(k) => {
-            let dt = UtcHour::from_epoch_ms(first.arrival_ms).date_string();
-            format!(
-                "{prefix}dt={dt}/{}/{}-{k}.jsonl",
-                first.shard_id, first.sequence_number
-            )
+/// The key of an object holding the bad records from `first` to `last`, each a
+/// record and, inside a KPL aggregate, a user record's position (`None` or 0: the
+/// record's start). `{first}.jsonl` when both are the same,
+/// `{first}_{last}.jsonl` otherwise, with `-{position}` after a sequence number
+/// inside an aggregate.
+///
+/// Naming both ends makes the key decide the content: the bad records between
+/// two positions of a shard are the same in every batch that holds them. A
+/// retry whose batch ends earlier (Lambda bisects a failed batch) writes another
+/// key instead of replacing an object with fewer lines.
+pub fn object_key_span(
+    prefix: &str,
+    first: (&InputRecord, Option<u32>),
+    last: (&InputRecord, Option<u32>),
+) -> String {
+    fn push_position(key: &mut String, (record, sub): (&InputRecord, Option<u32>)) {
+        key.push_str(&record.sequence_number);
+        if let Some(k) = sub.filter(|k| *k > 0) {
+            key.push('-');
+            key.push_str(&k.to_string());
         }
     }
+    let dt = UtcHour::from_epoch_ms(first.0.arrival_ms).date_string();
+    let mut key = format!("{prefix}dt={dt}/{}/", first.0.shard_id);
+    push_position(&mut key, first);
+    let same = first.0.sequence_number == last.0.sequence_number
+        && first.1.unwrap_or(0) == last.1.unwrap_or(0);
+    if !same {
+        key.push('_');
+        push_position(&mut key, last);
+    }
+    key.push_str(".jsonl");
+    key
 }
 
 /// One bad record: a plain Kinesis record, a corrupt KPL aggregate (whole), or
@@ -153,6 +169,33 @@ mod tests {
         assert_eq!(
             object_key("quarantine/", &r),
             "quarantine/dt=2023-11-14/shardId-000000000001/42.jsonl"
+        );
+    }
+
+    #[test]
+    fn an_object_key_names_the_first_and_the_last_bad_record_it_holds() {
+        let at = |seq: &str| InputRecord {
+            shard_id: "shardId-000000000001".into(),
+            sequence_number: seq.into(),
+            arrival_ms: 1_700_000_000_123,
+            data: Vec::new(),
+        };
+        let (a, b) = (at("42"), at("57"));
+        let key = |first, last| object_key_span("q/", first, last);
+        let dir = "q/dt=2023-11-14/shardId-000000000001/";
+        assert_eq!(key((&a, None), (&a, Some(0))), format!("{dir}42.jsonl"));
+        assert_eq!(key((&a, None), (&b, None)), format!("{dir}42_57.jsonl"));
+        assert_eq!(
+            key((&a, Some(3)), (&a, Some(3))),
+            format!("{dir}42-3.jsonl")
+        );
+        assert_eq!(
+            key((&a, Some(3)), (&a, Some(9))),
+            format!("{dir}42-3_42-9.jsonl")
+        );
+        assert_eq!(
+            key((&a, None), (&b, Some(2))),
+            format!("{dir}42_57-2.jsonl")
         );
     }
 }
