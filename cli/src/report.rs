@@ -5,9 +5,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use sightline_core::{Clock, SystemClock};
-use sightline_local::query::{DASHBOARD_QUERIES, QueryError, Rows};
-use sightline_local::rollup::{RollupError, roll_up_closed};
-use sightline_local::{Lake, RunSummary};
+use sightline_local::RunSummary;
+use sightline_sql::Lake;
+use sightline_sql::query::{DASHBOARD_QUERIES, QueryError, Rows};
+use sightline_sql::rollup::{RollupError, roll_up_closed};
 
 use crate::dashboard::{
     Dashboard, DoublesRow, Freshness, FreshnessRow, HourlyRow, Rates, TopItemRow, TopLocationRow,

@@ -3,7 +3,7 @@
 //! and the scan figures of `docs/rollups.md`.
 //!
 //! - `--lake DIR`: every closed hour in the range is rewritten by the rollup job's own
-//!   SQL (`sightline_local::rollup`): delete the hour's folder, `INSERT INTO`.
+//!   SQL (`sightline_sql::rollup`): delete the hour's folder, `INSERT INTO`.
 //! - `--state-machine ARN`: one execution of the rollup state machine per hour, in
 //!   order, each awaited before the next (`StartExecution`, `DescribeExecution` with
 //!   aws-sdk-sfn). The state machine takes the hour's lock, deletes its objects and
@@ -26,12 +26,12 @@ use aws_sdk_sfn::operation::start_execution::StartExecutionError;
 use aws_sdk_sfn::types::ExecutionStatus;
 use sightline_aws::ClientSettings;
 use sightline_core::{Clock, SystemClock};
-use sightline_local::Lake;
-use sightline_local::query::{QueryError, ROLLUP_DIR, Rows};
-use sightline_local::rollup::{
+use sightline_local::scan::{ScanError, column_bytes};
+use sightline_sql::Lake;
+use sightline_sql::query::{QueryError, ROLLUP_DIR, Rows};
+use sightline_sql::rollup::{
     HourUtc, LATENESS_MINUTES, RollupError, hours_to_roll_up, last_closed_hour, roll_up,
 };
-use sightline_local::scan::{ScanError, column_bytes};
 
 use crate::report::thousands;
 use crate::scan_figures::{Measured, report};

@@ -14,9 +14,9 @@ use serde_json::Value;
 use sightline::generate::{GenerateConfig, generate};
 use sightline::report::dashboard_rows;
 use sightline_core::{Clock, DatasetB, SystemClock};
-use sightline_local::Lake;
-use sightline_local::query::{DASHBOARD_QUERIES, DashboardPath, ROLLUP_DIR, Rows};
-use sightline_local::rollup::{HourUtc, partition_hours};
+use sightline_sql::Lake;
+use sightline_sql::query::{DASHBOARD_QUERIES, DashboardPath, ROLLUP_DIR, Rows};
+use sightline_sql::rollup::{HourUtc, partition_hours};
 
 fn sightline(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_sightline"))

@@ -1,6 +1,6 @@
 """Issue 15 (hourly rollups): both definitions deploy the same rollup table, views, job,
 schedule, permissions and alarms, and they agree with the SQL in infra/athena and with
-the local rules (shared/local/src/rollup.rs).
+the local rules (shared/sql/src/rollup.rs).
 
 Checked: the rollup job's SQL and the two views' SELECTs in template.yaml and the
 Terraform module are the files' queries; the views' columns (Glue and Presto types) are
@@ -219,7 +219,7 @@ def test_an_hour_is_locked_then_deleted_then_inserted_then_released(template):
 
 
 def rust_constant(name: str) -> int:
-    text = (ROOT / "shared" / "local" / "src" / "rollup.rs").read_text()
+    text = (ROOT / "shared" / "sql" / "src" / "rollup.rs").read_text()
     match = re.search(rf"pub const {name}: i64 = (\d+);", text)
     assert match, name
     return int(match.group(1))

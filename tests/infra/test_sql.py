@@ -2,7 +2,7 @@
 dashboards read the dashboard view, filtered on the partition columns.
 
 The same files run locally over a lake the project's own code wrote
-(shared/local/src/query.rs; cli/tests/demo.rs checks their answers).
+(shared/sql/src/query.rs; cli/tests/demo.rs checks their answers).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use sightline_local::Lake;
+use sightline_sql::Lake;
 
 /// SQL over the local lake, with Athena's table names: `events` and `events_dedup`.
 #[derive(clap::Args)]

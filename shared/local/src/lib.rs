@@ -1,6 +1,6 @@
 //! Sightline on one machine, with no AWS account: the Lambda's batch code
 //! (`sightline_core::Pipeline`) over embedded adapters with the AWS adapters'
-//! semantics, and SQL over the lake it writes.
+//! semantics. SQL over the lake it writes is `sightline-sql`.
 //!
 //! | port | AWS adapter | local adapter |
 //! |---|---|---|
@@ -12,13 +12,9 @@
 pub mod esm;
 pub mod lake;
 pub mod quarantine;
-pub mod query;
-pub mod rollup;
 pub mod run;
 pub mod scan;
 pub mod store;
 pub mod stream;
-pub mod trino;
 
-pub use query::Lake;
 pub use run::{RunConfig, RunError, RunSummary, run};

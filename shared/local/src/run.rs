@@ -241,8 +241,9 @@ pub async fn run(
     run_with(config, &mut on_progress).await
 }
 
-/// Not generic, so the whole run is compiled here, at this crate's optimisation
-/// level, rather than in the caller's (the `sightline` command's is lower).
+/// Only the run's outline: an `async fn` body is compiled in the crate that
+/// polls it, so the batch work lives in [`spawn_shard_workers`] and
+/// [`read_input`], plain functions compiled here.
 async fn run_with(
     config: &RunConfig,
     on_progress: &mut dyn FnMut(&Progress),
@@ -285,31 +286,7 @@ async fn run_with(
         workers_done: AtomicUsize::new(0),
     });
     let shards = config.shards.max(1);
-    let mut senders = Vec::with_capacity(shards);
-    let mut workers = Vec::with_capacity(shards);
-    for shard in 0..shards {
-        let (tx, rx) = mpsc::channel::<Vec<InputRecord>>(2);
-        senders.push(tx);
-        // One thread and runtime per shard, as each shard has its own Lambda
-        // poller; the batch future borrows across awaits, so it is not `Send`.
-        let pipeline = pipeline.clone();
-        let counters = counters.clone();
-        let esm = EsmConfig {
-            batch_size: config.batch_size,
-            ..config.esm.clone()
-        };
-        workers.push(std::thread::spawn(move || {
-            let result = match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(rt) => rt.block_on(shard_worker(shard, rx, pipeline, &counters, esm)),
-                Err(e) => Err(RunError::Runtime(e)),
-            };
-            counters.workers_done.fetch_add(1, Ordering::Release);
-            result
-        }));
-    }
+    let (senders, workers) = spawn_shard_workers(shards, &pipeline, &counters, config);
     let reader = {
         let counters = counters.clone();
         let batch_size = config.batch_size;
@@ -373,6 +350,49 @@ async fn run_with(
     };
     write_run_metrics(&config.lake_dir, &summary)?;
     Ok(summary)
+}
+
+type ShardResult = Result<(BatchStats, EsmReport), RunError>;
+
+/// One thread and runtime per shard, as each shard has its own Lambda poller.
+/// A plain function on purpose: the body of an `async fn` is compiled in the
+/// crate that polls it (the `sightline` command, at a low optimisation level),
+/// while this function, the threads it starts and the batch code they run are
+/// compiled here, at this crate's.
+fn spawn_shard_workers(
+    shards: usize,
+    pipeline: &Arc<LocalPipeline>,
+    counters: &Arc<Counters>,
+    config: &RunConfig,
+) -> (
+    Vec<mpsc::Sender<Vec<InputRecord>>>,
+    Vec<std::thread::JoinHandle<ShardResult>>,
+) {
+    let mut senders = Vec::with_capacity(shards);
+    let mut workers = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        let (tx, rx) = mpsc::channel::<Vec<InputRecord>>(2);
+        senders.push(tx);
+        // The batch future borrows across awaits, so it is not `Send`.
+        let pipeline = pipeline.clone();
+        let counters = counters.clone();
+        let esm = EsmConfig {
+            batch_size: config.batch_size,
+            ..config.esm.clone()
+        };
+        workers.push(std::thread::spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt.block_on(shard_worker(shard, rx, pipeline, &counters, esm)),
+                Err(e) => Err(RunError::Runtime(e)),
+            };
+            counters.workers_done.fetch_add(1, Ordering::Release);
+            result
+        }));
+    }
+    (senders, workers)
 }
 
 fn progress(c: &Counters, total_bytes: u64) -> Progress {

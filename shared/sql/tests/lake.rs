@@ -9,9 +9,9 @@ use sightline_core::decode::decode_and_enrich;
 use sightline_core::ports::EventSink;
 use sightline_core::retry::{Retrier, RetryCounters, RetryPolicy};
 use sightline_core::{DatasetB, Deadline, InputRecord, SystemClock};
-use sightline_local::Lake;
 use sightline_local::lake::LakeSink;
-use sightline_local::query::Rows;
+use sightline_sql::Lake;
+use sightline_sql::query::Rows;
 
 const HOUR_MS: i64 = 3_600_000;
 const BASE_MS: i64 = 1_763_856_000_000; // 2025-11-23T00:00:00Z

@@ -31,7 +31,7 @@ use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::lake::file_schema;
+use sightline_local::lake::file_schema;
 
 /// The Athena view, as shipped in `infra/`.
 pub const DEDUP_VIEW_SQL: &str = include_str!("../../../infra/athena/dedup_view.sql");
