@@ -6,7 +6,7 @@
 # (see `scripts/demo.sh --help`); the lake lands in ./lake unless --lake says.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-log "building the sightline command (first build: about 30 min on 2 cores, DataFusion is most of it)"
+log "building the sightline command (first build: about 20 min on 2 cores, DataFusion is most of it)"
 # The whole workspace's binaries, with the features the test build uses, so
 # scripts/test.sh afterwards reuses every dependency built here.
 (cd "$ROOT" && cargo build --locked --workspace --bins)
