@@ -105,6 +105,30 @@ async fn a_slow_store_still_drains_the_shard_and_every_claiming_invocation_settl
     world.assert_no_violations();
 }
 
+/// A Firehose put that answers later than the time left minus what the quarantine
+/// put and the checkpoint are expected to take, but before the deadline's
+/// reserve. Firehose takes the events halfway through the call, so cutting it
+/// there would send them again on the retry; it finishes instead, and the
+/// checkpoint still fits.
+#[tokio::test(start_paused = true)]
+async fn a_slow_firehose_put_is_not_cut_for_the_time_kept_after_it() {
+    let world = World::new();
+    world.store.latency.set(DB_LATENCY);
+    world.slow_firehose_call(1, Duration::from_millis(1_100));
+    let (records, unique) = fresh(20);
+    let report = world
+        .run(esm(20, Duration::from_secs(3)), vec![records])
+        .await;
+    print(&report);
+    let invocations = world.invocations.borrow();
+    let first = &invocations[0].report.stats;
+    assert_eq!(first.timed_out, 0, "the put was not cut: {first:?}");
+    assert_eq!(first.delivered, 20, "{first:?}");
+    assert_eq!(report.kills(), 0);
+    world.assert_exactly_once(&unique);
+    world.assert_no_violations();
+}
+
 /// Sequence 2. r1..r10 claims everything and the process dies before Firehose
 /// answers; the mapping bisects. r1..r5 delivers and checkpoints; r6..r10
 /// delivers, checkpoints, then fails as a whole and is bisected again: r9..r10

@@ -24,7 +24,9 @@
 //! are expected to cost (measured latency, [`crate::cost`]). Delivery starts only
 //! when the budget still covers it, the quarantine put and the checkpoint write,
 //! so the invocation answers before Lambda's deadline instead of being killed
-//! after the sink accepted events.
+//! after the sink accepted events. A put already sent may run into the time
+//! kept for the later steps (not past the deadline's reserve): cut short, its
+//! events would be sent again if Firehose had taken them.
 //!
 //! A KPL aggregated record is split first (see [`crate::kpl`]): each of its user
 //! records is a unit of its own through every step, and the cut never falls
@@ -728,7 +730,10 @@ where
         }
         let delivery = self
             .sink
-            .deliver(&events, &retrier.for_op(Op::Sink, keep))
+            .deliver(
+                &events,
+                &retrier.for_op(Op::Sink, keep).finishing_sent_attempts(),
+            )
             .await;
         if let Some(e) = &delivery.error {
             tracing::warn!(error = %chain(e), shard = b.shard, "delivery incomplete; records from the first rejected one retried");

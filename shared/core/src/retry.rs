@@ -220,6 +220,9 @@ impl Iterator for FullJitterBackoff<'_> {
 /// Every attempt is bounded: by the policy's attempt timeout, and by the time
 /// left before the deadline minus `keep_ms`, the time kept for the steps that
 /// must still follow this one (for example the checkpoint write after delivery).
+/// No attempt starts once only the kept time is left. An attempt of a call
+/// without an idempotency key ([`Retrier::finishing_sent_attempts`]) may run into
+/// the kept time once sent.
 #[derive(Clone, Copy)]
 pub struct Retrier<'a> {
     pub policy: RetryPolicy,
@@ -233,6 +236,9 @@ pub struct Retrier<'a> {
     pub keep_ms: i64,
     /// What one attempt is assumed to cost before anything was measured.
     pub fallback_ms: i64,
+    /// A sent attempt is bounded by the time left, not the time left minus
+    /// `keep_ms` (see [`Retrier::finishing_sent_attempts`]).
+    pub finish_sent: bool,
 }
 
 impl<'a> Retrier<'a> {
@@ -260,6 +266,7 @@ impl<'a> Retrier<'a> {
             op: Op::Store,
             keep_ms: 0,
             fallback_ms: attempt_ms.min(share),
+            finish_sent: false,
         }
     }
 
@@ -269,6 +276,19 @@ impl<'a> Retrier<'a> {
             op,
             keep_ms: keep_ms.max(0),
             ..*self
+        }
+    }
+
+    /// The same retrier, but an attempt already sent runs until the time left is
+    /// gone (or the attempt timeout), even into `keep_ms`; starting an attempt
+    /// still needs more than `keep_ms` left. For calls a retry would repeat
+    /// without an idempotency key (Firehose `PutRecordBatch`): cutting one that
+    /// the service accepted delivers its events twice, while finishing it late
+    /// only leaves the later steps less time.
+    pub fn finishing_sent_attempts(self) -> Retrier<'a> {
+        Retrier {
+            finish_sent: true,
+            ..self
         }
     }
 
@@ -309,13 +329,20 @@ impl<'a> Retrier<'a> {
     }
 
     /// The bound of an attempt starting now: the attempt timeout, or the time
-    /// left minus `keep_ms` if that is shorter; `None` when nothing is left.
+    /// left minus `keep_ms` (the time left, with `finish_sent`) if that is
+    /// shorter; `None` when only the kept time is left.
     fn attempt_bound_ms(&self) -> Option<i64> {
         let attempt_ms = i64::try_from(self.policy.attempt_timeout.as_millis()).unwrap_or(i64::MAX);
         match self.left_ms() {
             None => Some(attempt_ms),
+            Some(left) if left - self.keep_ms <= 0 => None,
             Some(left) => {
-                let bound = (left - self.keep_ms).min(attempt_ms);
+                let room = if self.finish_sent {
+                    left
+                } else {
+                    left - self.keep_ms
+                };
+                let bound = room.min(attempt_ms);
                 (bound > 0).then_some(bound)
             }
         }
@@ -546,5 +573,51 @@ mod tests {
         // With nothing left, no attempt starts at all.
         let out: Result<(), CallError<E>> = r.run(|| async { Ok(()) }).await;
         assert!(matches!(out, Err(CallError::Time(OutOfTime::NoTime))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sent_put_without_an_idempotency_key_may_finish_in_the_kept_time() {
+        let clock = TokioClock::starting_at(1_000_000);
+        let counters = RetryCounters::default();
+        let costs = CostModel::default();
+        // 2,000 ms left, 500 kept: a put that answers after 1,800 ms is not cut
+        // at 1,500 (its events would be sent again), and is answered.
+        let deadline = Deadline::at(clock.now_ms() + 2_000, 0);
+        let r = Retrier::new(fast(), deadline, &clock, &counters, &costs)
+            .for_op(Op::Sink, 500)
+            .finishing_sent_attempts();
+        let out: Result<u8, CallError<E>> = r
+            .run(|| async {
+                tokio::time::sleep(Duration::from_millis(1_800)).await;
+                Ok(7)
+            })
+            .await;
+        assert_eq!(out.ok(), Some(7));
+        assert_eq!(counters.timed_out(), 0);
+        // Only the kept time is left now: no new attempt starts.
+        let out: Result<(), CallError<E>> = r.run(|| async { Ok(()) }).await;
+        assert!(matches!(out, Err(CallError::Time(OutOfTime::NoTime))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sent_put_is_still_cut_when_the_time_left_is_gone() {
+        let clock = TokioClock::starting_at(1_000_000);
+        let counters = RetryCounters::default();
+        let costs = CostModel::default();
+        let deadline = Deadline::at(clock.now_ms() + 2_000, 0);
+        let r = Retrier::new(fast(), deadline, &clock, &counters, &costs)
+            .for_op(Op::Sink, 500)
+            .finishing_sent_attempts();
+        let out: Result<(), CallError<E>> = r
+            .run(|| async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok(())
+            })
+            .await;
+        assert!(
+            matches!(out, Err(CallError::Time(OutOfTime::TimedOut(2_000)))),
+            "{out:?}"
+        );
+        assert_eq!(clock.now_ms(), 1_002_000);
     }
 }

@@ -30,12 +30,15 @@ pub const NOW_MS: i64 = 1_763_900_000_000;
 pub type SimApp =
     App<Arc<MemoryStore>, PackedSink<ScriptedFirehose>, Arc<MemoryQuarantine>, TokioClock>;
 
-/// Firehose that can be told to crash the process on a given call.
+/// Firehose that can be told to crash the process on a given call, or to
+/// answer one call late.
 #[derive(Clone)]
 pub struct ScriptedFirehose {
     pub inner: Arc<MemoryFirehose>,
     calls: Arc<AtomicU64>,
     panic_on_call: Arc<AtomicU64>,
+    /// (call number, milliseconds late); 0 for none.
+    slow_call: Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl RecordBatchPort for ScriptedFirehose {
@@ -48,6 +51,15 @@ impl RecordBatchPort for ScriptedFirehose {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if n == self.panic_on_call.load(Ordering::SeqCst) {
             panic!("scripted crash of the function process on Firehose call {n}");
+        }
+        let (slow_n, late_ms) = &*self.slow_call;
+        if n == slow_n.load(Ordering::SeqCst) {
+            // Half before acting, half after, as the fakes' latency is.
+            let half = Duration::from_millis(late_ms.load(Ordering::SeqCst) / 2);
+            tokio::time::sleep(half).await;
+            let out = self.inner.put_record_batch(records).await;
+            tokio::time::sleep(half).await;
+            return out;
         }
         self.inner.put_record_batch(records).await
     }
@@ -80,6 +92,7 @@ pub struct World {
     pub clock: TokioClock,
     firehose_calls: Arc<AtomicU64>,
     panic_on_call: Arc<AtomicU64>,
+    slow_call: Arc<(AtomicU64, AtomicU64)>,
     /// Invocations (1-based) that fail as a whole after the handler answered,
     /// as a crash after the work would.
     pub fail_after: RefCell<BTreeSet<usize>>,
@@ -115,6 +128,7 @@ impl World {
             clock: TokioClock::starting_at(NOW_MS),
             firehose_calls: Arc::new(AtomicU64::new(0)),
             panic_on_call: Arc::new(AtomicU64::new(0)),
+            slow_call: Arc::new((AtomicU64::new(0), AtomicU64::new(0))),
             fail_after: RefCell::new(BTreeSet::new()),
             invocations: RefCell::new(Vec::new()),
             violations: RefCell::new(Vec::new()),
@@ -127,6 +141,14 @@ impl World {
         self.panic_on_call.store(n, Ordering::SeqCst);
     }
 
+    /// The `n`-th Firehose call (1-based, over all environments) answers `late`
+    /// after the usual latency.
+    pub fn slow_firehose_call(&self, n: u64, late: Duration) {
+        let ms = u64::try_from(late.as_millis()).unwrap_or(u64::MAX);
+        self.slow_call.1.store(ms, Ordering::SeqCst);
+        self.slow_call.0.store(n, Ordering::SeqCst);
+    }
+
     pub fn app(&self) -> SimApp {
         App {
             archive: None,
@@ -137,6 +159,7 @@ impl World {
                         inner: self.firehose.clone(),
                         calls: self.firehose_calls.clone(),
                         panic_on_call: self.panic_on_call.clone(),
+                        slow_call: self.slow_call.clone(),
                     },
                     PackConfig::new(self.pack),
                 ),
