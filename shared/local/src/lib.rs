@@ -14,6 +14,7 @@ pub mod lake;
 pub mod quarantine;
 pub mod run;
 pub mod scan;
+pub mod seen;
 pub mod store;
 pub mod stream;
 

@@ -244,5 +244,5 @@ async fn concurrent_claims_share_one_commit() {
         "1,000 concurrent claims took {} commits",
         store.commits()
     );
-    assert_eq!(store.live_claims(), 1000);
+    assert_eq!(store.claims_made(), 1000);
 }
