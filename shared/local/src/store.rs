@@ -83,6 +83,15 @@ impl ClaimItem {
         )
     }
 
+    /// The answer to a claim this live item blocks.
+    fn into_held(self) -> ClaimOutcome {
+        ClaimOutcome::Held(ExistingClaim {
+            owner: self.owner,
+            delivered: self.delivered,
+            batch_first_sequence: Some(self.batch_first_sequence),
+        })
+    }
+
     fn decode(bytes: &[u8]) -> Option<ClaimItem> {
         let expires_at = i64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
         let delivered = *bytes.get(8)? != 0;
@@ -213,27 +222,18 @@ impl LocalClaimStore {
         self.claims_made.load(Ordering::Relaxed)
     }
 
-    /// The expiry of `event_id`'s claim, pending or committed; `None` when it
-    /// holds none. Called under the index lock, so claims are checked and made
-    /// atomically.
-    fn claim_expiry(&self, index: &Index, event_id: i64) -> Result<Option<i64>, StoreError> {
+    /// `event_id`'s claim item, pending or committed, read only when the filter
+    /// says it may exist. Called under the index lock, so claims are checked and
+    /// made atomically.
+    fn existing_claim(
+        &self,
+        index: &Index,
+        event_id: i64,
+    ) -> Result<Option<ClaimItem>, StoreError> {
         if !index.seen.may_contain(event_id) {
             return Ok(None);
         }
-        let expires_at = |bytes: &[u8]| {
-            bytes
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(i64::from_be_bytes)
-                .ok_or(StoreError::Corrupt { event_id })
-        };
-        if let Some((item, _)) = index.pending.get(&event_id) {
-            return expires_at(item).map(Some);
-        }
-        match self.claims.get(claim_key(event_id))? {
-            Some(v) => expires_at(&v).map(Some),
-            None => Ok(None),
-        }
+        self.read_claim(index, event_id)
     }
 
     /// Returns once `generation` is durable, committing it (and everything else
@@ -293,9 +293,31 @@ impl LocalClaimStore {
         }
     }
 
-    /// The claim item, committed or pending.
-    fn read_claim(&self, event_id: i64) -> Result<Option<ClaimItem>, StoreError> {
-        if let Some((item, _)) = self.index()?.pending.get(&event_id) {
+    /// Claims `req.event_id` into `generation` unless a live claim holds it (then
+    /// that claim comes back). Under the index lock; the caller commits.
+    fn claim_in(
+        &self,
+        index: &mut Index,
+        req: &ClaimRequest<'_>,
+        generation: u64,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let previous = match self.existing_claim(index, req.event_id)? {
+            Some(item) if item.expires_at >= req.now_secs => return Ok(item.into_held()),
+            previous => previous,
+        };
+        index.seen.insert(req.event_id);
+        index
+            .pending
+            .insert(req.event_id, (encode_claim(req), generation));
+        self.claims_made.fetch_add(1, Ordering::Relaxed);
+        Ok(ClaimOutcome::Claimed {
+            took_over_expired: previous.is_some(),
+        })
+    }
+
+    /// The claim item, committed or pending, under the index lock held by the caller.
+    fn read_claim(&self, index: &Index, event_id: i64) -> Result<Option<ClaimItem>, StoreError> {
+        if let Some((item, _)) = index.pending.get(&event_id) {
             return ClaimItem::decode(item)
                 .map(Some)
                 .ok_or(StoreError::Corrupt { event_id });
@@ -319,7 +341,7 @@ impl LocalClaimStore {
         let generation = self.index()?.open_generation;
         self.make_durable(generation).await?;
         let _turn = self.commit.lock().await;
-        let Some(mut item) = self.read_claim(event_id)? else {
+        let Some(mut item) = self.read_claim(&*self.index()?, event_id)? else {
             return Ok(());
         };
         if item.owner != owner {
@@ -357,88 +379,37 @@ impl ClaimStore for LocalClaimStore {
             if index.failed {
                 return Err(StoreError::Failed);
             }
-            let previous = self.claim_expiry(&index, req.event_id)?;
-            if previous.is_some_and(|expires_at| expires_at >= req.now_secs) {
-                (None, 0)
-            } else {
-                let took_over_expired = previous.is_some();
-                let generation = index.open_generation;
-                index.seen.insert(req.event_id);
-                index
-                    .pending
-                    .insert(req.event_id, (encode_claim(req), generation));
-                self.claims_made.fetch_add(1, Ordering::Relaxed);
-                (
-                    Some(ClaimOutcome::Claimed { took_over_expired }),
-                    generation,
-                )
-            }
+            let generation = index.open_generation;
+            (self.claim_in(&mut index, req, generation)?, generation)
         };
-        match outcome {
-            Some(claimed) => {
-                self.make_durable(generation).await?;
-                Ok(claimed)
-            }
-            None => {
-                let item = self.read_claim(req.event_id)?.ok_or(StoreError::Corrupt {
-                    event_id: req.event_id,
-                })?;
-                Ok(ClaimOutcome::Held(ExistingClaim {
-                    owner: item.owner,
-                    delivered: item.delivered,
-                    batch_first_sequence: Some(item.batch_first_sequence),
-                }))
-            }
+        if matches!(outcome, ClaimOutcome::Claimed { .. }) {
+            self.make_durable(generation).await?;
         }
+        Ok(outcome)
     }
 
     const CLAIMS_IN_ONE_CALL: bool = true;
 
-    /// One pass under the index lock, one journal commit for every claim made,
-    /// then the held claims read back.
+    /// One pass under the index lock (reading only the ids the filter may hold),
+    /// then one journal commit for every claim made.
     async fn claim_all(&self, reqs: &[ClaimRequest<'_>]) -> Result<Vec<ClaimOutcome>, StoreError> {
-        let mut outcomes = Vec::with_capacity(reqs.len());
-        let mut held = Vec::new();
-        let generation = {
+        let (outcomes, generation) = {
             let mut index = self.index()?;
             if index.failed {
                 return Err(StoreError::Failed);
             }
             let generation = index.open_generation;
-            for (k, req) in reqs.iter().enumerate() {
-                let previous = self.claim_expiry(&index, req.event_id)?;
-                if previous.is_some_and(|expires_at| expires_at >= req.now_secs) {
-                    held.push(k);
-                    // Filled in below, once the lock is released.
-                    outcomes.push(ClaimOutcome::Claimed {
-                        took_over_expired: false,
-                    });
-                    continue;
-                }
-                index.seen.insert(req.event_id);
-                index
-                    .pending
-                    .insert(req.event_id, (encode_claim(req), generation));
-                self.claims_made.fetch_add(1, Ordering::Relaxed);
-                outcomes.push(ClaimOutcome::Claimed {
-                    took_over_expired: previous.is_some(),
-                });
-            }
-            generation
+            let outcomes = reqs
+                .iter()
+                .map(|req| self.claim_in(&mut index, req, generation))
+                .collect::<Result<Vec<_>, _>>()?;
+            (outcomes, generation)
         };
-        if held.len() < reqs.len() {
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, ClaimOutcome::Claimed { .. }))
+        {
             self.make_durable(generation).await?;
-        }
-        for k in held {
-            let event_id = reqs[k].event_id;
-            let item = self
-                .read_claim(event_id)?
-                .ok_or(StoreError::Corrupt { event_id })?;
-            outcomes[k] = ClaimOutcome::Held(ExistingClaim {
-                owner: item.owner,
-                delivered: item.delivered,
-                batch_first_sequence: Some(item.batch_first_sequence),
-            });
         }
         Ok(outcomes)
     }
