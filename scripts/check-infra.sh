@@ -8,7 +8,7 @@
 #   deploy-day checks, no deprecated provider attributes; the Athena SQL parses as
 #   Trino), and scripts/tf-emulator-e2e.sh (terraform apply of
 #   infra/examples/emulator to a moto server, the pipeline end to end against what it
-#   created, terraform destroy; it runs beside the checks after terraform validate,
+#   created, terraform destroy; it starts first and runs beside the other checks,
 #   being mostly waits). That last step uses the moto at
 #   $SIGHTLINE_AWS_ENDPOINT (scripts/test.sh exports it) or starts its own.
 # Runs from anywhere; needs python3 and terraform on PATH (and cargo for the e2e step).
@@ -154,17 +154,18 @@ TF_PROVIDER_SCHEMA="$TF_DATA_ROOT/aws-provider-schema.json"
 export SIGHTLINE_TF_PROVIDER_SCHEMA="$TF_PROVIDER_SCHEMA"
 stage="checks"
 
-run "terraform fmt" tf . fmt -check -recursive -diff infra
-# Before the e2e starts: both init infra/examples/emulator (one data directory).
-run "terraform validate" terraform_init_validate
-
 # The Terraform e2e spends most of its time waiting on the AWS provider's own
 # consistency polls (S3 lifecycle rules: ten matching reads 5 s apart; the SQS queue
-# policy), so it runs beside the checks below; its output is printed when it ends.
+# policy), and it is the longest check, so it starts first and runs beside the others
+# (its Terraform data directory is its own); its output is printed when it ends.
 e2e_log="$(mktemp "${TMPDIR:-/tmp}/sightline-tf-e2e-log.XXXXXX")"
 log "terraform apply to moto + e2e + destroy: started beside the checks below"
 setsid "$ROOT/scripts/tf-emulator-e2e.sh" >"$e2e_log" 2>&1 &
 e2e_pid=$!
+# The checks below are CPU-bound and finish well before the e2e; at a lower
+# priority they leave the CPU to its terraform runs (and to the cargo tests
+# beside it in scripts/test.sh), whose waits are timed.
+renice -n 10 -p $$ >/dev/null 2>&1 || true
 wait_e2e() {
   local rc=0
   wait "$e2e_pid" || rc=$?
@@ -173,6 +174,8 @@ wait_e2e() {
   return "$rc"
 }
 
+run "terraform fmt" tf . fmt -check -recursive -diff infra
+run "terraform validate" terraform_init_validate
 run "terraform test (module plan checks)" terraform_test_module
 run "cfn-lint" cfn-lint template.yaml
 run "sam validate --lint" sam_env sam validate --lint --template-file template.yaml

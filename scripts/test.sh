@@ -52,10 +52,13 @@ cargo build --workspace --bins --locked
 log "starting moto"
 endpoint="$("$ROOT/scripts/moto.sh" start)"
 infra_pid=""
+long_pid=""
 stop_all() {
-  # A failed step ends the script early: stop the infrastructure checks (their own
-  # process group: terraform and the e2e's runtimes too) before their moto goes.
+  # A failed step ends the script early: stop the infrastructure checks and the long
+  # tests (each its own process group: terraform, the e2e's runtimes and the test
+  # binaries too) before their moto goes.
   if [ -n "$infra_pid" ]; then kill -- -"$infra_pid" 2>/dev/null || true; fi
+  if [ -n "$long_pid" ]; then kill -- -"$long_pid" 2>/dev/null || true; fi
   "$ROOT/scripts/moto.sh" stop "$endpoint"
 }
 trap stop_all EXIT
@@ -79,8 +82,38 @@ log "Chromium for the dashboard's browser test"
 SIGHTLINE_CHROMIUM="$("$ROOT/scripts/ensure-chromium.sh")"
 export SIGHTLINE_CHROMIUM
 
+# cargo test runs its test binaries one after another, so the two longest tests (the
+# mixed-fault soak and the slow-store deadline test: about a minute each, mostly
+# waiting on moto) run in a second cargo test beside the first, which skips them.
+# Both are the same build: nothing compiles twice. The test filters are libtest's;
+# the criterion benches (run once each in test mode) take no --skip, so they run
+# on their own, unfiltered.
+long_tests=(soak_mixed_faults_lose_nothing_and_double_nothing a_short_deadline_with_a_slow_store_settles_a_prefix_each_time_and_drains)
+long_log="$(mktemp "${TMPDIR:-/tmp}/sightline-long-tests.XXXXXX")"
+log "cargo test, the ${#long_tests[@]} longest tests: started beside the rest (output follows when they end)"
+setsid cargo test --workspace --tests --locked -- --exact "${long_tests[@]}" >"$long_log" 2>&1 &
+long_pid=$!
+skips=()
+for t in "${long_tests[@]}"; do skips+=(--skip "$t"); done
+
 log "cargo test (unit, property, integration against moto, the local demo)"
-cargo test --workspace --all-targets --locked
+cargo test --workspace --lib --bins --tests --examples --locked -- --exact "${skips[@]}"
+cargo test --workspace --benches --locked
+
+log "cargo test, the ${#long_tests[@]} longest tests: waiting for them"
+long_rc=0
+wait "$long_pid" || long_rc=$?
+long_pid=""
+# Every other test binary ran none of them: leave out its empty report.
+grep -vE '^(running 0 tests|test result: ok\. 0 passed; 0 failed; 0 ignored; 0 measured; [0-9]+ filtered out.*)?$' "$long_log" || true
+for t in "${long_tests[@]}"; do
+  if ! grep -qE "^test $t \.\.\. ok$" "$long_log"; then
+    echo "the long test $t did not pass (or no longer exists: update long_tests in scripts/test.sh)" >&2
+    long_rc=1
+  fi
+done
+rm -f "$long_log"
+[ "$long_rc" -eq 0 ]
 
 if [ -x "$ROOT/scripts/lambda-loop-test.sh" ]; then
   log "cargo lambda watch + invoke"

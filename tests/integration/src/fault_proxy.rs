@@ -22,6 +22,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use aws_sdk_firehose::config::interceptors::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_sdk_firehose::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_firehose::error::BoxError;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
+
 /// What the proxy can do to a call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
@@ -140,6 +147,9 @@ struct State {
     calls: BTreeMap<String, u64>,
     /// detection_oids inside Firehose calls whose answer was lost.
     lost_firehose_events: Vec<i64>,
+    /// detection_oids inside Firehose attempts the SDK gave up on (see
+    /// [`UnansweredPuts`]).
+    unanswered_firehose_events: Vec<i64>,
 }
 
 /// A running proxy; dropped with the test's runtime.
@@ -164,6 +174,7 @@ impl FaultProxy {
             injected: BTreeMap::new(),
             calls: BTreeMap::new(),
             lost_firehose_events: Vec::new(),
+            unanswered_firehose_events: Vec::new(),
         }));
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
@@ -212,6 +223,82 @@ impl FaultProxy {
 
     pub fn lost_firehose_events(&self) -> Vec<i64> {
         lock(&self.state).lost_firehose_events.clone()
+    }
+
+    /// The events of Firehose attempts that got no answer at the client: cut by
+    /// the SDK's attempt timeout (a slow moto, an injected delay) or a reset.
+    /// Firehose may have taken them, so they may be in S3 twice, as with a lost
+    /// answer; a reset was never forwarded, so this may over-count.
+    pub fn unanswered_firehose_events(&self) -> Vec<i64> {
+        lock(&self.state).unanswered_firehose_events.clone()
+    }
+
+    /// The Firehose client's interceptor that records those attempts.
+    pub fn firehose_watch(&self) -> UnansweredPuts {
+        UnansweredPuts {
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// Records the events of each Firehose attempt that ends without an HTTP
+/// response, on the client's side, where a timeout is seen: a loaded machine
+/// can make moto slower than the attempt timeout without any injected fault.
+#[derive(Clone)]
+pub struct UnansweredPuts {
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for UnansweredPuts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnansweredPuts")
+    }
+}
+
+/// The events in the attempt being sent, kept in the call's config bag until
+/// the attempt ends.
+#[derive(Debug, Clone)]
+struct SentEvents(Vec<i64>);
+
+impl Storable for SentEvents {
+    type Storer = StoreReplace<Self>;
+}
+
+impl Intercept for UnansweredPuts {
+    fn name(&self) -> &'static str {
+        "UnansweredPuts"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let ids = context
+            .request()
+            .body()
+            .bytes()
+            .map(firehose_event_ids)
+            .unwrap_or_default();
+        cfg.interceptor_state().store_put(SentEvents(ids));
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if context.response().is_none()
+            && let Some(SentEvents(ids)) = cfg.load::<SentEvents>()
+        {
+            lock(&self.state)
+                .unanswered_firehose_events
+                .extend(ids.iter().copied());
+        }
+        Ok(())
     }
 }
 

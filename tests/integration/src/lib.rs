@@ -31,6 +31,8 @@ use sightline_local::esm::{
 pub mod fault_proxy;
 pub mod local_api;
 
+use fault_proxy::FaultProxy;
+
 pub const REGION: &str = "us-east-1";
 
 /// The moto endpoint `scripts/test.sh` started (`SIGHTLINE_AWS_ENDPOINT`).
@@ -294,15 +296,29 @@ impl Stack {
         app_with_clients(config, self.clients.clone()).expect("app")
     }
 
-    /// The app with its clients pointed elsewhere (the fault proxy), with a
-    /// short per-attempt timeout so "slower than the SDK's timeout" is quick.
+    /// The app with its clients pointed at the fault proxy, with a short
+    /// per-attempt timeout so "slower than the SDK's timeout" is quick. The
+    /// Firehose client reports the attempts it got no answer to
+    /// ([`FaultProxy::unanswered_firehose_events`]).
     pub async fn app_via(
         &self,
         config: &Config,
-        endpoint: &str,
+        proxy: &FaultProxy,
         attempt_timeout: Duration,
     ) -> AwsApp {
-        Stack::app_at(config, endpoint, attempt_timeout).await
+        let settings = ClientSettings {
+            attempt_timeout,
+            s3_force_path_style: true,
+            ..ClientSettings::default()
+        };
+        let cfg = sdk_config(&proxy.endpoint, settings).await;
+        let mut clients = AwsClients::from_config(&cfg, settings);
+        clients.firehose = aws_sdk_firehose::Client::from_conf(
+            aws_sdk_firehose::config::Builder::from(&cfg)
+                .interceptor(proxy.firehose_watch())
+                .build(),
+        );
+        app_with_clients(config, clients).expect("app")
     }
 
     /// The app over fresh clients for `endpoint`.

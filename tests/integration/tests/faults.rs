@@ -52,7 +52,7 @@ async fn drain_with(
 ) -> sightline_integration_tests::Drain {
     let app = run
         .stack
-        .app_via(&config, &run.proxy.endpoint, attempt_timeout)
+        .app_via(&config, &run.proxy, attempt_timeout)
         .await;
     let mut total = sightline_integration_tests::Drain::default();
     for records in run.shards.values() {
@@ -232,6 +232,10 @@ async fn firehose_answer_slower_than_the_sdk_timeout_once() {
     ));
     drain_all(&run, Duration::from_millis(800), 30).await;
     assert_eq!(run.proxy.injected().get("delay"), Some(&1));
+    assert!(
+        !run.proxy.unanswered_firehose_events().is_empty(),
+        "the client saw the attempt it cut"
+    );
     at_most_twice(&run).await;
 }
 
@@ -288,7 +292,7 @@ async fn delivered_mark_answer_lost_after_the_write_once() {
     config.pack_max_events = 1;
     let app = run
         .stack
-        .app_via(&config, &run.proxy.endpoint, Duration::from_millis(800))
+        .app_via(&config, &run.proxy, Duration::from_millis(800))
         .await;
     for records in run.shards.values() {
         drain_shard(&app, records, 40, 1_000).await;
@@ -323,19 +327,21 @@ async fn duplicates_are_recognised_when_the_store_omits_the_old_item() {
 }
 
 /// A Firehose answer lost after Firehose acted: Firehose has no idempotency
-/// key, so the lost call's events may land twice, and only those.
+/// key, so the lost call's events may land twice, and only those (or those of
+/// an attempt the SDK gave up on before its answer came).
 async fn at_most_twice(run: &Run) {
     let lines = run.stack.lake_lines().await;
     let counts = count_by_id(&lines);
     let lost = run.proxy.lost_firehose_events();
+    let unanswered = run.proxy.unanswered_firehose_events();
     for id in run.traffic.unique.keys() {
         let n = counts.get(id).copied().unwrap_or(0);
         assert!(n >= 1, "event {id} lost");
         assert!(n <= 2, "event {id} delivered {n} times");
         if n == 2 {
             assert!(
-                lost.contains(id) || run.proxy.injected().contains_key("delay"),
-                "event {id} doubled outside the lost call"
+                lost.contains(id) || unanswered.contains(id),
+                "event {id} doubled outside the lost or unanswered calls"
             );
         }
     }
@@ -376,7 +382,7 @@ async fn a_short_deadline_with_a_slow_store_settles_a_prefix_each_time_and_drain
     config.claim_concurrency = 2;
     let app = run
         .stack
-        .app_via(&config, &run.proxy.endpoint, Duration::from_secs(5))
+        .app_via(&config, &run.proxy, Duration::from_secs(5))
         .await;
     let records = run.shards.values().next().expect("shard");
     let mut mapping = sightline_integration_tests::esm_config(records.len());
@@ -450,12 +456,16 @@ async fn soak_mixed_faults_lose_nothing_and_double_nothing() {
         .filter(|id| !counts.contains_key(id))
         .count();
     // Firehose calls whose answer was lost deliver their events again on retry:
-    // unavoidable without an idempotency key, and removed by the dedup view.
+    // unavoidable without an idempotency key, and removed by the dedup view. So
+    // do attempts the SDK cut before moto answered (on a loaded machine moto
+    // can be slower than the 500 ms attempt timeout with no fault injected).
     let lost_calls = run.proxy.lost_firehose_events();
-    let doubled = counts
-        .iter()
-        .filter(|(id, n)| **n > 1 + lost_calls.iter().filter(|l| l == id).count())
-        .count();
+    let unanswered = run.proxy.unanswered_firehose_events();
+    let allowed = |id: &i64| {
+        1 + lost_calls.iter().filter(|l| *l == id).count()
+            + unanswered.iter().filter(|u| *u == id).count()
+    };
+    let doubled = counts.iter().filter(|(id, n)| **n > allowed(id)).count();
     let doubled_by_lost_answers = counts.values().filter(|n| **n > 1).count();
     let calls: u64 = run.proxy.calls().values().sum();
     let injected = run.proxy.injected();
@@ -478,8 +488,9 @@ async fn soak_mixed_faults_lose_nothing_and_double_nothing() {
         drain.stats.failed
     );
     println!(
-        "soak: lost {lost}, doubled by the function {doubled}, doubled by lost Firehose answers {doubled_by_lost_answers} (events in lost calls: {})",
-        lost_calls.len()
+        "soak: lost {lost}, doubled by the function {doubled}, doubled by lost Firehose answers {doubled_by_lost_answers} (events in lost calls: {}, in attempts the SDK cut: {})",
+        lost_calls.len(),
+        unanswered.len()
     );
     assert!(drain.invocations >= 200, "at least 200 batches");
     assert!(

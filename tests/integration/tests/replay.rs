@@ -57,7 +57,7 @@ async fn a_replay_releases_the_claims_a_given_up_range_holds_and_every_event_lan
     let mut config = stack.config();
     config.retry_max_attempts = 2;
     let app = stack
-        .app_via(&config, &proxy.endpoint, Duration::from_millis(800))
+        .app_via(&config, &proxy, Duration::from_millis(800))
         .await;
     let mut mapping = esm_config(records.len());
     mapping.maximum_retry_attempts = Some(1);
@@ -241,7 +241,7 @@ async fn a_range_the_stream_no_longer_holds_is_replayed_from_the_raw_archive_and
     let mut config = stack.config_with_archive(&archive);
     config.retry_max_attempts = 2;
     let app = stack
-        .app_via(&config, &proxy.endpoint, Duration::from_millis(800))
+        .app_via(&config, &proxy, Duration::from_millis(800))
         .await;
     let mut mapping = esm_config(records.len());
     mapping.maximum_retry_attempts = Some(1);
@@ -414,7 +414,7 @@ async fn an_archive_outage_is_counted_and_every_event_still_reaches_the_lake() {
     let app = stack
         .app_via(
             &stack.config_with_archive(&archive),
-            &proxy.endpoint,
+            &proxy,
             Duration::from_millis(800),
         )
         .await;
