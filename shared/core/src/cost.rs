@@ -21,6 +21,11 @@ pub enum Op {
 const OPS: usize = 4;
 /// Recent attempts remembered per port.
 const WINDOW: usize = 16;
+/// Samples older than this no longer count. Without it, a port whose estimate
+/// keeps its own calls from starting (one slow Firehose put, then no claim fits
+/// before the deadline, so no put is made) would never be measured again: every
+/// invocation would settle nothing.
+pub const MAX_SAMPLE_AGE_MS: i64 = 30_000;
 /// Headroom over the slowest recent attempt.
 const HEADROOM_NUM: i64 = 3;
 const HEADROOM_DEN: i64 = 2;
@@ -40,11 +45,21 @@ impl Op {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Samples {
-    ring: [i64; WINDOW],
+    /// (duration, when it ended), both in milliseconds.
+    ring: [(i64, i64); WINDOW],
     len: usize,
     next: usize,
-    /// The largest of the remembered samples: estimates outnumber records two to one.
-    slowest: i64,
+}
+
+impl Samples {
+    /// The slowest sample that ended at most `MAX_SAMPLE_AGE_MS` before `now_ms`.
+    fn slowest_since(&self, now_ms: i64) -> Option<i64> {
+        self.ring[..self.len]
+            .iter()
+            .filter(|(_, at)| now_ms.saturating_sub(*at) <= MAX_SAMPLE_AGE_MS)
+            .map(|(took, _)| *took)
+            .max()
+    }
 }
 
 /// Recent attempt durations per port.
@@ -55,27 +70,23 @@ pub struct CostModel {
 
 impl CostModel {
     /// Records one attempt of a call to `op` that took `took_ms` (answered,
-    /// failed or timed out).
-    pub fn record(&self, op: Op, took_ms: i64) {
+    /// failed or timed out) and ended at `at_ms`.
+    pub fn record(&self, op: Op, took_ms: i64, at_ms: i64) {
         let mut s = lock(&self.slots[op.slot()]);
         let at = s.next;
-        s.ring[at] = took_ms.max(0);
+        s.ring[at] = (took_ms.max(0), at_ms);
         s.next = (at + 1) % WINDOW;
         s.len = (s.len + 1).min(WINDOW);
-        s.slowest = s.ring[..s.len].iter().copied().max().unwrap_or(0);
     }
 
-    /// What one attempt of a call to `op` may take: 1.5 times the slowest of the
-    /// last attempts, plus slack; `fallback_ms` before anything was measured.
-    pub fn estimate(&self, op: Op, fallback_ms: i64) -> i64 {
-        let (len, slowest) = {
-            let s = lock(&self.slots[op.slot()]);
-            (s.len, s.slowest)
-        };
-        if len == 0 {
-            return fallback_ms;
-        }
-        slowest.saturating_mul(HEADROOM_NUM) / HEADROOM_DEN + SLACK_MS
+    /// What one attempt of a call to `op` may take, as of `now_ms`: 1.5 times the
+    /// slowest of the last attempts that are not too old, plus slack;
+    /// `fallback_ms` when there are none.
+    pub fn estimate(&self, op: Op, fallback_ms: i64, now_ms: i64) -> i64 {
+        let slowest = lock(&self.slots[op.slot()]).slowest_since(now_ms);
+        slowest.map_or(fallback_ms, |slowest| {
+            slowest.saturating_mul(HEADROOM_NUM) / HEADROOM_DEN + SLACK_MS
+        })
     }
 
     /// How many attempts of `op` were measured (at most the window).
@@ -96,22 +107,42 @@ mod tests {
     #[test]
     fn the_estimate_follows_the_slowest_recent_attempt_with_headroom() {
         let c = CostModel::default();
-        assert_eq!(c.estimate(Op::Store, 777), 777, "nothing measured yet");
-        c.record(Op::Store, 100);
-        c.record(Op::Store, 300);
-        c.record(Op::Store, 200);
-        assert_eq!(c.estimate(Op::Store, 777), 460);
-        assert_eq!(c.estimate(Op::Sink, 50), 50, "ports are apart");
+        assert_eq!(c.estimate(Op::Store, 777, 0), 777, "nothing measured yet");
+        c.record(Op::Store, 100, 0);
+        c.record(Op::Store, 300, 0);
+        c.record(Op::Store, 200, 0);
+        assert_eq!(c.estimate(Op::Store, 777, 0), 460);
+        assert_eq!(c.estimate(Op::Sink, 50, 0), 50, "ports are apart");
     }
 
     #[test]
     fn old_samples_age_out_of_the_window() {
         let c = CostModel::default();
-        c.record(Op::Sink, 5_000);
+        c.record(Op::Sink, 5_000, 0);
         for _ in 0..WINDOW {
-            c.record(Op::Sink, 20);
+            c.record(Op::Sink, 20, 0);
         }
-        assert_eq!(c.estimate(Op::Sink, 0), 40);
+        assert_eq!(c.estimate(Op::Sink, 0, 0), 40);
         assert_eq!(c.measured(Op::Sink), WINDOW);
+    }
+
+    #[test]
+    fn a_slow_sample_stops_counting_once_it_is_too_old_even_with_no_new_calls() {
+        let c = CostModel::default();
+        c.record(Op::Sink, 2_500, 1_000);
+        assert_eq!(c.estimate(Op::Sink, 300, 1_000 + MAX_SAMPLE_AGE_MS), 3_760);
+        assert_eq!(
+            c.estimate(Op::Sink, 300, 1_001 + MAX_SAMPLE_AGE_MS),
+            300,
+            "only the fallback is left"
+        );
+        c.record(Op::Sink, 50, 40_000);
+        c.record(Op::Sink, 2_000, 20_000);
+        assert_eq!(c.estimate(Op::Sink, 300, 45_000), 3_010, "both are recent");
+        assert_eq!(
+            c.estimate(Op::Sink, 300, 60_000),
+            85,
+            "the slow one aged out"
+        );
     }
 }

@@ -304,7 +304,9 @@ impl<'a> Retrier<'a> {
     /// What one attempt of a call to `op` is expected to take at worst.
     pub fn cost_ms(&self, op: Op) -> i64 {
         let attempt_ms = i64::try_from(self.policy.attempt_timeout.as_millis()).unwrap_or(i64::MAX);
-        self.costs.estimate(op, self.fallback_ms).min(attempt_ms)
+        self.costs
+            .estimate(op, self.fallback_ms, self.clock.now_ms())
+            .min(attempt_ms)
     }
 
     /// True when `need_ms` of work still fits before the deadline's reserve.
@@ -374,7 +376,8 @@ impl<'a> Retrier<'a> {
                         Err(CallError::Time(OutOfTime::TimedOut(bound)))
                     }
                 };
-                self.costs.record(self.op, self.clock.now_ms() - started);
+                let ended = self.clock.now_ms();
+                self.costs.record(self.op, ended - started, ended);
                 if let Err(e) = &out
                     && e.class() == ErrorClass::Throttled
                 {
@@ -478,7 +481,7 @@ mod tests {
         let counters = RetryCounters::default();
         let costs = CostModel::default();
         for _ in 0..16 {
-            costs.record(Op::Store, 100);
+            costs.record(Op::Store, 100, 9_000);
         }
         let policy = RetryPolicy {
             max_attempts: 10,
