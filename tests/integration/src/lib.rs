@@ -306,13 +306,7 @@ impl Stack {
         proxy: &FaultProxy,
         attempt_timeout: Duration,
     ) -> AwsApp {
-        let settings = ClientSettings {
-            attempt_timeout,
-            s3_force_path_style: true,
-            ..ClientSettings::default()
-        };
-        let cfg = sdk_config(&proxy.endpoint, settings).await;
-        let mut clients = AwsClients::from_config(&cfg, settings);
+        let (cfg, mut clients) = Stack::clients_at(&proxy.endpoint, attempt_timeout).await;
         clients.firehose = aws_sdk_firehose::Client::from_conf(
             aws_sdk_firehose::config::Builder::from(&cfg)
                 .interceptor(proxy.firehose_watch())
@@ -323,13 +317,24 @@ impl Stack {
 
     /// The app over fresh clients for `endpoint`.
     pub async fn app_at(config: &Config, endpoint: &str, attempt_timeout: Duration) -> AwsApp {
+        let (_, clients) = Stack::clients_at(endpoint, attempt_timeout).await;
+        app_with_clients(config, clients).expect("app")
+    }
+
+    /// Fresh clients for `endpoint` (path-style S3), and the SDK config they
+    /// came from.
+    async fn clients_at(
+        endpoint: &str,
+        attempt_timeout: Duration,
+    ) -> (aws_config::SdkConfig, AwsClients) {
         let settings = ClientSettings {
             attempt_timeout,
             s3_force_path_style: true,
             ..ClientSettings::default()
         };
         let cfg = sdk_config(endpoint, settings).await;
-        app_with_clients(config, AwsClients::from_config(&cfg, settings)).expect("app")
+        let clients = AwsClients::from_config(&cfg, settings);
+        (cfg, clients)
     }
 
     /// PutRecords with the payloads; partition keys pick the shards.
