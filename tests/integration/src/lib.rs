@@ -737,15 +737,44 @@ pub fn count_by_id(lines: &[Value]) -> HashMap<i64, usize> {
 }
 
 pub fn assert_exactly_once(lines: &[Value], unique: &BTreeMap<i64, i64>) {
+    assert_delivered(lines, unique, &[]);
+}
+
+/// [`assert_exactly_once`] for an app built by [`Stack::app_via`]: an event
+/// of a Firehose attempt the client cut before any answer (the SDK's attempt
+/// timeout on a loaded machine) may be in S3 twice, the case README "What can
+/// still double" names; any other second copy fails. Returns how many events
+/// were excused, and prints them, so a run that leaned on it shows.
+pub fn assert_exactly_once_via(
+    lines: &[Value],
+    unique: &BTreeMap<i64, i64>,
+    proxy: &FaultProxy,
+) -> usize {
+    let cut = proxy.unanswered_firehose_events();
+    let excused = assert_delivered(lines, unique, &cut);
+    if excused > 0 {
+        println!(
+            "{excused} events in S3 twice, each from a Firehose attempt the client cut ({} events in such attempts)",
+            cut.len()
+        );
+    }
+    excused
+}
+
+/// Every unique event delivered once (twice allowed for `may_double`), with
+/// its enrichment; returns how many were in fact twice.
+fn assert_delivered(lines: &[Value], unique: &BTreeMap<i64, i64>, may_double: &[i64]) -> usize {
     let b = DatasetB::embedded().expect("dataset B");
     let counts = count_by_id(lines);
     assert_eq!(counts.len(), unique.len(), "every unique event delivered");
+    let mut doubled = 0;
     for id in unique.keys() {
-        assert_eq!(
-            counts.get(id),
-            Some(&1),
-            "event {id} delivered exactly once"
-        );
+        let n = counts.get(id).copied();
+        if n == Some(2) && may_double.contains(id) {
+            doubled += 1;
+            continue;
+        }
+        assert_eq!(n, Some(1), "event {id} delivered exactly once");
     }
     for l in lines {
         let id = l["detection_oid"].as_i64().unwrap_or_default();
@@ -764,4 +793,5 @@ pub fn assert_exactly_once(lines: &[Value], unique: &BTreeMap<i64, i64>) {
                 .starts_with("shardId-")
         );
     }
+    doubled
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sightline_integration_tests::fault_proxy::{Fault, FaultProxy, Rule};
 use sightline_integration_tests::{
-    ShardRecord, Stack, Traffic, assert_exactly_once, count_by_id, drain_shard, drain_with_mapping,
-    endpoint, traffic,
+    ShardRecord, Stack, Traffic, assert_exactly_once, assert_exactly_once_via, count_by_id,
+    drain_shard, drain_with_mapping, endpoint, traffic,
 };
 
 const SEED: u64 = 0x5167_471e;
@@ -115,7 +115,11 @@ async fn once(name: &str, rule: Rule, promised: &[&str]) {
         "{fault} injected once: {:?}",
         run.proxy.calls()
     );
-    assert_exactly_once(&run.stack.lake_lines().await, &run.traffic.unique);
+    assert_exactly_once_via(
+        &run.stack.lake_lines().await,
+        &run.traffic.unique,
+        &run.proxy,
+    );
     assert_eq!(run.stack.quarantine_lines().await.len(), run.traffic.bad);
 }
 
@@ -297,7 +301,11 @@ async fn delivered_mark_answer_lost_after_the_write_once() {
     for records in run.shards.values() {
         drain_shard(&app, records, 40, 1_000).await;
     }
-    assert_exactly_once(&run.stack.lake_lines().await, &run.traffic.unique);
+    assert_exactly_once_via(
+        &run.stack.lake_lines().await,
+        &run.traffic.unique,
+        &run.proxy,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,7 +331,11 @@ async fn duplicates_are_recognised_when_the_store_omits_the_old_item() {
             > drain.invocations as u64,
         "claims were read back beyond the one checkpoint read per batch"
     );
-    assert_exactly_once(&run.stack.lake_lines().await, &run.traffic.unique);
+    assert_exactly_once_via(
+        &run.stack.lake_lines().await,
+        &run.traffic.unique,
+        &run.proxy,
+    );
 }
 
 /// A Firehose answer lost after Firehose acted: Firehose has no idempotency
@@ -399,7 +411,11 @@ async fn a_short_deadline_with_a_slow_store_settles_a_prefix_each_time_and_drain
     );
     assert!(drain.stats.failed > 0);
     assert_eq!(drain.stats.accounted(), drain.stats.received);
-    assert_exactly_once(&run.stack.lake_lines().await, &run.traffic.unique);
+    assert_exactly_once_via(
+        &run.stack.lake_lines().await,
+        &run.traffic.unique,
+        &run.proxy,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

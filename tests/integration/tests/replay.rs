@@ -10,7 +10,8 @@ use sightline::replay::{ArchiveSource, Targets, replay_range};
 use sightline_aws::DynamoClaimStore;
 use sightline_integration_tests::fault_proxy::{Fault, FaultProxy, Rule};
 use sightline_integration_tests::{
-    Stack, assert_exactly_once, drain_shard, drain_with_mapping, endpoint, esm_config, traffic,
+    Stack, assert_exactly_once, assert_exactly_once_via, drain_shard, drain_with_mapping, endpoint,
+    esm_config, traffic,
 };
 use sightline_local::esm::OnFailureRecord;
 
@@ -422,5 +423,5 @@ async fn an_archive_outage_is_counted_and_every_event_still_reaches_the_lake() {
     assert_eq!(drain.stats.archive_failed as usize, records.len());
     assert!(drain.stats.throttled > 0, "Firehose's throttle, retried");
     assert!(stack.archive_lines(&archive).await.is_empty());
-    assert_exactly_once(&stack.lake_lines().await, &t.unique);
+    assert_exactly_once_via(&stack.lake_lines().await, &t.unique, &proxy);
 }
