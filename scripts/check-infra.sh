@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment definitions (template.yaml and infra/), no AWS
 # account needed:
-#   cfn-lint, sam validate (--lint and plain), terraform fmt, terraform init (local
+#   cfn-lint, sam validate (the SAM transform), terraform fmt, terraform init (local
 #   provider mirror) + validate of both example roots, terraform test of the module
 #   (plan-time refusals with a mocked provider), checkov on both definitions, pytest
 #   tests/infra (both definitions agree with infra/schema.json and with each other, the
@@ -53,6 +53,7 @@ stop_e2e() {
 finish() {
   local rc=$?
   stop_e2e
+  tf_stop_provider 2>/dev/null || true
   local took=$((SECONDS - started))
   if [ "$stage" = "setup" ]; then
     echo "check-infra: FAILED during setup (exit $rc) after ${took}s"
@@ -85,13 +86,17 @@ run() {
 ensure_venv() {
   local req="$ROOT/requirements-infra.txt" cons="$ROOT/infra/constraints.txt"
   local stamp="$VENV/.sightline-infra-reqs" want
+  # scripts/test.sh runs `sam build` (which asks for this venv) beside these checks:
+  # one installer at a time.
+  mkdir -p "$(dirname "$VENV")"
+  exec 8>"$VENV.lock"
+  flock 8
   if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c '' 2>/dev/null; then
     log "venv at $VENV is broken (Python changed?); recreating it"
     rm -rf "$VENV"
   fi
   if [ ! -x "$VENV/bin/python" ]; then
     log "creating Python venv at $VENV"
-    mkdir -p "$(dirname "$VENV")"
     python3 -m venv "$VENV"
   fi
   want="$(cat "$req" "$cons" | sha256sum | cut -d' ' -f1)"
@@ -100,6 +105,7 @@ ensure_venv() {
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" -c "$cons"
     echo "$want" >"$stamp"
   fi
+  exec 8>&- # closed, not inherited: the checks' processes must not hold the lock
 }
 
 # ------------------------------------------------------------------ Terraform
@@ -115,19 +121,29 @@ terraform_init_validate() {
     echo "no local provider mirror found; using the registry"
   fi
   for root in "${TF_ROOTS[@]}"; do
-    echo "$root:"
     tf_init "$root" -upgrade >/dev/null || return 1
-    tf "$root" validate -no-color || return 1
+  done
+  tf_serve_provider "${TF_ROOTS[0]}"
+  local rc=0
+  for root in "${TF_ROOTS[@]}"; do
+    echo "$root:"
+    tf "$root" validate -no-color || rc=1
   done
   # The provider's schema, for pytest's check that no attribute in use is deprecated.
-  tf "${TF_ROOTS[0]}" providers schema -json >"$TF_PROVIDER_SCHEMA" || return 1
+  tf "${TF_ROOTS[0]}" providers schema -json >"$TF_PROVIDER_SCHEMA" || rc=1
+  tf_stop_provider
+  return "$rc"
 }
 
 # The module's own plan-time checks (infra/modules/sightline/tests/*.tftest.hcl): each
 # refused setting is planned against a mocked provider and must fail its validation.
 terraform_test_module() {
   tf_init "$TF_MODULE" -upgrade >/dev/null || return 1
-  tf "$TF_MODULE" test -no-color
+  tf_serve_provider "$TF_MODULE"
+  local rc=0
+  tf "$TF_MODULE" test -no-color || rc=$?
+  tf_stop_provider
+  return "$rc"
 }
 
 # sam needs a region; the dummy credentials are never used (validation is local).
@@ -178,7 +194,8 @@ run "terraform fmt" tf . fmt -check -recursive -diff infra
 run "terraform validate" terraform_init_validate
 run "terraform test (module plan checks)" terraform_test_module
 run "cfn-lint" cfn-lint template.yaml
-run "sam validate --lint" sam_env sam validate --lint --template-file template.yaml
+# Plain `sam validate` is the SAM transform's check. (`sam validate --lint` would be
+# cfn-lint again: the same installed linter, its default rules, the same template.)
 run "sam validate" sam_env sam validate --template-file template.yaml
 run "checkov template.yaml" checkov_run --framework cloudformation -f template.yaml
 # terraform test files are HCL that checkov cannot parse; they hold no resources.

@@ -31,13 +31,17 @@ find_plugin_dir() {
 # tf ROOT ARGS...: terraform -chdir=ROOT, with TF_DATA_DIR under the cache, one per
 # root (infra/examples/complete -> examples-complete).
 tf() {
-  local root="$1" data unset_cfg=()
+  local root="$1" unset_cfg=()
   shift
-  data="${root#infra/}"
-  data="${data//\//-}"
   # A TF_CLI_CONFIG_FILE pointing at a missing file only prints warnings.
   if [ -n "${TF_CLI_CONFIG_FILE:-}" ] && [ ! -f "$TF_CLI_CONFIG_FILE" ]; then unset_cfg=(-u TF_CLI_CONFIG_FILE); fi
-  env "${unset_cfg[@]}" TF_DATA_DIR="$TF_DATA_ROOT/$data" TF_IN_AUTOMATION=1 terraform -chdir="$root" "$@"
+  env "${unset_cfg[@]}" TF_DATA_DIR="$(tf_data_dir "$root")" TF_IN_AUTOMATION=1 terraform -chdir="$root" "$@"
+}
+
+# tf_data_dir ROOT: ROOT's data directory under the cache.
+tf_data_dir() {
+  local data="${1#infra/}"
+  echo "$TF_DATA_ROOT/${data//\//-}"
 }
 
 # tf_init ROOT ARGS...: terraform init without a backend, from the local provider
@@ -49,4 +53,39 @@ tf_init() {
   if [ -n "$plugin_dir" ]; then mirror=(-plugin-dir="$plugin_dir"); fi
   mkdir -p "$TF_DATA_ROOT"
   tf "$root" init -backend=false -input=false "${mirror[@]}" "$@"
+}
+
+# tf_serve_provider ROOT: serve the AWS provider installed for ROOT (by tf_init) once,
+# in its debug mode, and point terraform at it (TF_REATTACH_PROVIDERS) until
+# tf_stop_provider. Otherwise each command, and each run block of `terraform test`,
+# launches the 700 MB provider binary two or three times (0.5-4 CPU-s each): a warm
+# `terraform test` of the module takes 41 CPU-s that way and 15 (plus 6 in the
+# provider) served. Only for commands that never configure the provider (validate,
+# providers schema, test with mock_provider): a served provider refuses a second
+# configuration, so plan and apply launch their own. If it does not start, the
+# commands launch the provider as usual.
+TF_SERVED_PROVIDER_PID=""
+tf_serve_provider() {
+  local root="$1" bin out reattach=""
+  bin="$(find -L "$(tf_data_dir "$root")/providers" -name 'terraform-provider-aws*' 2>/dev/null | head -n 1)"
+  [ -n "$bin" ] || return 0
+  out="$TF_DATA_ROOT/served-provider.out"
+  "$bin" -debug >"$out" 2>&1 &
+  TF_SERVED_PROVIDER_PID=$!
+  for _ in $(seq 100); do
+    reattach="$(sed -n "s/^.*TF_REATTACH_PROVIDERS='\(.*\)'.*$/\1/p" "$out" | head -n 1)"
+    [ -n "$reattach" ] && break
+    sleep 0.1
+  done
+  if [ -z "$reattach" ]; then
+    tf_stop_provider
+    return 0
+  fi
+  export TF_REATTACH_PROVIDERS="$reattach"
+}
+
+tf_stop_provider() {
+  if [ -n "$TF_SERVED_PROVIDER_PID" ]; then kill "$TF_SERVED_PROVIDER_PID" 2>/dev/null || true; fi
+  TF_SERVED_PROVIDER_PID=""
+  unset TF_REATTACH_PROVIDERS
 }

@@ -53,12 +53,14 @@ log "starting moto"
 endpoint="$("$ROOT/scripts/moto.sh" start)"
 infra_pid=""
 long_pid=""
+sam_pid=""
 stop_all() {
   # A failed step ends the script early: stop the infrastructure checks and the long
   # tests (each its own process group: terraform, the e2e's runtimes and the test
   # binaries too) before their moto goes.
   if [ -n "$infra_pid" ]; then kill -- -"$infra_pid" 2>/dev/null || true; fi
   if [ -n "$long_pid" ]; then kill -- -"$long_pid" 2>/dev/null || true; fi
+  if [ -n "$sam_pid" ]; then kill -- -"$sam_pid" 2>/dev/null || true; fi
   "$ROOT/scripts/moto.sh" stop "$endpoint"
 }
 trap stop_all EXIT
@@ -120,6 +122,14 @@ if [ -x "$ROOT/scripts/lambda-loop-test.sh" ]; then
   "$ROOT/scripts/lambda-loop-test.sh"
 fi
 
+# sam build's arm64 release build runs beside the infrastructure checks' last minute
+# (the Terraform e2e's waits) rather than after them.
+log "sam build (template.yaml, both functions as arm64 bootstraps, no test-only features): started beside the infrastructure checks"
+sam_log="$(mktemp "${TMPDIR:-/tmp}/sightline-sam-build.XXXXXX")"
+# The user's build exactly: no clippy wrapper (it builds another target anyway).
+setsid env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS "$ROOT/scripts/sam-build-check.sh" >"$sam_log" 2>&1 &
+sam_pid=$!
+
 if [ -n "$infra_pid" ]; then
   log "infrastructure checks: waiting for them"
   infra_rc=0
@@ -131,8 +141,13 @@ if [ -n "$infra_pid" ]; then
   [ "$infra_rc" -eq 0 ]
 fi
 
-log "sam build (template.yaml, both functions as arm64 bootstraps, no test-only features)"
-# The user's build exactly: no clippy wrapper (it builds another target anyway).
-env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS "$ROOT/scripts/sam-build-check.sh"
+log "sam build: waiting for it"
+sam_rc=0
+wait "$sam_pid" || sam_rc=$?
+sam_pid=""
+cat "$sam_log"
+rm -f "$sam_log"
+log "sam build: $([ "$sam_rc" -eq 0 ] && echo passed || echo "FAILED (exit $sam_rc)")"
+[ "$sam_rc" -eq 0 ]
 
 log "all checks passed in $((SECONDS - started))s"

@@ -168,8 +168,10 @@ resource "aws_lambda_function" "dedup_enrich" {
     }
   }
 
-  depends_on = [aws_iam_role_policy.dedup_enrich]
-  tags       = local.tags
+  # No depends_on on the role's policy: only the mapping invokes the function, and
+  # the mapping waits for the policy. The function's upload (one at a time in the
+  # provider) then need not wait for the stream the policy names.
+  tags = local.tags
 }
 
 locals {

@@ -113,13 +113,23 @@ resource "aws_appautoscaling_policy" "claims_read" {
 }
 
 # Kinesis writes the failed batch's shard id and sequence-number range here (not the
-# records): replay them from the stream, or from raw/ once they have aged out.
+# records): replay them from the stream, or from raw/ once they have aged out. Its
+# policy is set as it is created, so it never exists without it (a separate
+# aws_sqs_queue_policy would also wait out a second round of the provider's
+# attribute-propagation reads, six 5 s apart, on apply and on destroy).
 resource "aws_sqs_queue" "on_failure" {
-  name                              = "${local.prefix}-dedup-enrich-on-failure"
+  name                              = local.on_failure_queue_name
   kms_master_key_id                 = aws_kms_key.data.arn
   kms_data_key_reuse_period_seconds = 300
   message_retention_seconds         = 1209600
+  policy                            = data.aws_iam_policy_document.on_failure_queue.json
   tags                              = local.tags
+}
+
+locals {
+  on_failure_queue_name = "${local.prefix}-dedup-enrich-on-failure"
+  # Built, not read from the queue: its policy is part of its creation.
+  on_failure_queue_arn = "arn:${local.partition}:sqs:${local.region}:${local.account_id}:${local.on_failure_queue_name}"
 }
 
 data "aws_iam_policy_document" "on_failure_queue" {
@@ -127,7 +137,7 @@ data "aws_iam_policy_document" "on_failure_queue" {
     sid       = "DenyInsecureTransport"
     effect    = "Deny"
     actions   = ["sqs:*"]
-    resources = [aws_sqs_queue.on_failure.arn]
+    resources = [local.on_failure_queue_arn]
     principals {
       type        = "*"
       identifiers = ["*"]
@@ -138,9 +148,4 @@ data "aws_iam_policy_document" "on_failure_queue" {
       values   = ["false"]
     }
   }
-}
-
-resource "aws_sqs_queue_policy" "on_failure" {
-  queue_url = aws_sqs_queue.on_failure.id
-  policy    = data.aws_iam_policy_document.on_failure_queue.json
 }
