@@ -87,6 +87,7 @@ def test_schema_declares_the_deploy_day_environment(schema):
     assert rules == {
         "dedup_window_covers_redelivery": "DEDUP_WINDOW_SECS >= max(STREAM_RETENTION_HOURS * 3600, MAX_RECORD_AGE_SECS)",
         "deadline_reserve_fits_timeout": "DEADLINE_RESERVE_MS <= FUNCTION_TIMEOUT_SECS * 1000 / 2",
+        "slow_calls_fit_timeout": "FUNCTION_TIMEOUT_SECS * 1000 - DEADLINE_RESERVE_MS >= 6 * AWS_CALL_TIMEOUT_MS",
     }
 
 
@@ -156,7 +157,8 @@ def config_check_module(template):
 def check_properties(**overrides):
     values = {
         "DedupWindowSecs": 86400, "StreamRetentionHours": 24, "MaxRecordAgeInSeconds": 21600,
-        "FunctionTimeoutSecs": 60, "DeadlineReserveMs": 500, "ClaimTableWriteUnits": 12000, "ClaimTableMaxWriteUnits": 40000,
+        "FunctionTimeoutSecs": 60, "DeadlineReserveMs": 500, "AwsCallTimeoutMs": 5000,
+        "ClaimTableWriteUnits": 12000, "ClaimTableMaxWriteUnits": 40000,
     }
     values.update(overrides)
     # CloudFormation passes every property as a string.
@@ -170,11 +172,11 @@ def test_sam_config_check_refuses_exactly_what_the_contract_refuses(template, sc
         [86400, 172800, 604800, 31622400],        # DedupWindowSecs
         [24, 48, 168, 8760],                       # StreamRetentionHours
         [-1, 0, 59, 60, 21600, 172800, 604800],    # MaxRecordAgeInSeconds
-        [1, 2, 60, 900],                           # FunctionTimeoutSecs
+        [1, 2, 30, 31, 60, 900],                   # FunctionTimeoutSecs
     )
     for window, retention, age, timeout in grid:
         values = {"DEDUP_WINDOW_SECS": window, "STREAM_RETENTION_HOURS": retention, "MAX_RECORD_AGE_SECS": age,
-                  "FUNCTION_TIMEOUT_SECS": timeout, "DEADLINE_RESERVE_MS": 500}
+                  "FUNCTION_TIMEOUT_SECS": timeout, "DEADLINE_RESERVE_MS": 500, "AWS_CALL_TIMEOUT_MS": 5000}
         age_valid = age == -1 or 60 <= age <= 604800
         expected_ok = age_valid and all(constraint_holds(rule, values) for rule in rules)
         problems = check.problems(check_properties(DedupWindowSecs=window, StreamRetentionHours=retention,
@@ -216,9 +218,12 @@ def test_sam_config_check_answers_cloudformation(template, monkeypatch):
     assert gone["Status"] == "SUCCESS"
 
 
-def test_sam_config_check_sees_what_the_stack_deploys(template):
+def test_sam_config_check_sees_what_the_stack_deploys(template, schema):
     check = props(template, "ConfigCheck")
     env = sam_env(template)
+    # Not set on the function, so the check uses the function's default.
+    assert "AWS_CALL_TIMEOUT_MS" not in env
+    assert check["AwsCallTimeoutMs"] == schema["function"]["environment"]["AWS_CALL_TIMEOUT_MS"]["default"]
     assert check["DedupWindowSecs"] == env["DEDUP_WINDOW_SECS"]
     assert check["StreamRetentionHours"] == env["STREAM_RETENTION_HOURS"]
     assert check["MaxRecordAgeInSeconds"] == env["MAX_RECORD_AGE_SECS"]
@@ -327,13 +332,15 @@ def test_terraform_validates_the_bounds_sam_validates(template, tf):
         assert name in checked, name
 
 
-def test_terraform_declares_the_contract_constraints(tf):
+def test_terraform_declares_the_contract_constraints(tf, schema):
     window = validations(tf, "dedup_window_secs")
     assert any(re.search(r"var\.dedup_window_secs >= max\(var\.stream_retention_hours \* 3600,\s*var\.max_record_age_in_seconds\)", c) for c in window), window
     assert any("var.claim_table_max_write_units >= var.claim_table_write_units" in c for c in validations(tf, "claim_table_max_write_units"))
     assert any("var.enable_quicksight" in c for c in validations(tf, "quicksight_principal_arn"))
     preconditions = one(tf.resource("aws_lambda_function", "dedup_enrich")["lifecycle"])["precondition"]
     assert any("local.deadline_reserve_ms" in one(p["condition"]) and "var.function_timeout_secs * 1000" in one(p["condition"]) for p in preconditions)
+    assert any("6 * tonumber(local.aws_call_timeout_ms)" in one(p["condition"]) for p in preconditions)
+    assert tf.resolve("${local.aws_call_timeout_ms}") == schema["function"]["environment"]["AWS_CALL_TIMEOUT_MS"]["default"]
     tests = list((ROOT / "infra" / "modules" / "sightline" / "tests").glob("*.tftest.hcl"))
     assert tests, "the refusals are exercised by terraform test"
     text = "\n".join(t.read_text() for t in tests)

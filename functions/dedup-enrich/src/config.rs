@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use sightline_core::batch::SLOW_CALLS_TO_SETTLE;
 use sightline_core::decode::DEFAULT_MAX_EVENT_AGE_MS;
 use sightline_core::defaults;
 pub use sightline_core::env::ConfigError;
@@ -119,6 +120,20 @@ impl Config {
                 self.deadline_reserve_ms,
                 self.function_timeout_secs,
                 timeout_ms / 2
+            )));
+        }
+        let call_ms = i64::try_from(self.aws_call_timeout.as_millis()).unwrap_or(i64::MAX);
+        let need_ms = SLOW_CALLS_TO_SETTLE.saturating_mul(call_ms);
+        if timeout_ms - self.deadline_reserve_ms < need_ms {
+            return Err(ConfigError::Conflict(format!(
+                "{ENV_FUNCTION_TIMEOUT_SECS}={} leaves {} ms after {ENV_DEADLINE_RESERVE_MS}={}: when AWS is slow, the \
+                 checkpoint read, a claim, the Firehose put, the quarantine put, the checkpoint write and the marks may \
+                 each take up to {ENV_AWS_CALL_TIMEOUT_MS}={call_ms}, and an invocation without time for all \
+                 {SLOW_CALLS_TO_SETTLE} settles nothing, spending one of the mapping's retries; raise the timeout to at least {} s",
+                self.function_timeout_secs,
+                timeout_ms - self.deadline_reserve_ms,
+                self.deadline_reserve_ms,
+                (need_ms + self.deadline_reserve_ms + 999) / 1_000
             )));
         }
         Ok(())
@@ -340,9 +355,32 @@ mod tests {
         );
         let mut pairs = BASE.to_vec();
         pairs.push(("FUNCTION_TIMEOUT_SECS", "3"));
+        pairs.push(("AWS_CALL_TIMEOUT_MS", "400"));
         assert!(
             Config::from_lookup(env(&pairs)).is_ok(),
             "the default reserve fits 3 s"
+        );
+    }
+
+    #[test]
+    fn a_timeout_too_short_for_six_slow_calls_is_refused_at_init() {
+        // 6 x 5000 ms (the default call timeout) + 500 ms reserve = 30.5 s.
+        let mut pairs = BASE.to_vec();
+        pairs.push(("FUNCTION_TIMEOUT_SECS", "30"));
+        let err = Config::from_lookup(env(&pairs)).expect_err("30 s is too short");
+        let text = err.to_string();
+        assert!(text.contains("FUNCTION_TIMEOUT_SECS=30"), "{text}");
+        assert!(text.contains("at least 31 s"), "{text}");
+        let mut pairs = BASE.to_vec();
+        pairs.push(("FUNCTION_TIMEOUT_SECS", "31"));
+        assert!(Config::from_lookup(env(&pairs)).is_ok(), "31 s fits");
+        // A shorter call timeout allows a shorter function timeout.
+        let mut pairs = BASE.to_vec();
+        pairs.push(("FUNCTION_TIMEOUT_SECS", "10"));
+        pairs.push(("AWS_CALL_TIMEOUT_MS", "1500"));
+        assert!(
+            Config::from_lookup(env(&pairs)).is_ok(),
+            "6 x 1.5 s + 0.5 s fits 10 s"
         );
     }
 

@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sightline_core::Clock;
+use sightline_core::batch::SLOW_CALLS_TO_SETTLE;
 use sightline_core::fakes::Faults;
+use sightline_core::retry::DEFAULT_ATTEMPT_TIMEOUT_MS;
 use sightline_local::esm::{EsmEvent, Outcome};
 use sim::{NOW_MS, World, esm, fresh, record};
 
@@ -158,6 +160,55 @@ async fn a_slow_sample_of_a_port_no_longer_called_ages_out_and_the_shard_drains(
     assert_eq!(report.kills(), 0);
     world.assert_exactly_once(&unique);
     world.assert_no_violations();
+}
+
+/// A brownout: every DynamoDB, Firehose and S3 call answers just inside the
+/// attempt timeout, and each batch holds a bad record (so the quarantine put is
+/// among the steps kept in hand). With the shortest timeout the function
+/// accepts at init, `SLOW_CALLS_TO_SETTLE` attempt timeouts after the reserve,
+/// every invocation settles its batch. One second less, and once every port's
+/// cost is measured no claim starts: invocations settle nothing, each spending
+/// one of the mapping's retries (until the slow samples age out).
+#[tokio::test(start_paused = true)]
+async fn in_a_brownout_the_shortest_accepted_timeout_settles_something_every_time() {
+    let call_ms = DEFAULT_ATTEMPT_TIMEOUT_MS;
+    let reserve_ms = sightline_core::defaults::DEADLINE_RESERVE_MS;
+    let shortest_secs = (SLOW_CALLS_TO_SETTLE * call_ms + reserve_ms + 999) / 1_000;
+    assert_eq!(shortest_secs, 31, "the bound infra/schema.json states");
+    for (secs, enough) in [(shortest_secs, true), (shortest_secs - 1, false)] {
+        let world = World::new();
+        let slow = Duration::from_millis(u64::try_from(call_ms - 20).expect("positive"));
+        world.store.latency.set(slow);
+        world.firehose.latency.set(slow);
+        world.quarantine.latency.set(slow);
+        let mut records = Vec::new();
+        let mut unique = BTreeSet::new();
+        let mut seq = 0;
+        for batch in 0..3_i64 {
+            for k in 1..=20 {
+                seq += 1;
+                records.push(record(0, seq, sim::event(batch * 20 + k)));
+                unique.insert(batch * 20 + k);
+            }
+            seq += 1;
+            records.push(record(0, seq, b"{not json".to_vec()));
+        }
+        let mut mapping = esm(21, Duration::from_secs(secs.unsigned_abs()));
+        mapping.maximum_retry_attempts = Some(2);
+        let report = world.run(mapping, vec![records]).await;
+        let invocations = world.invocations.borrow();
+        let settled: Vec<u64> = invocations.iter().map(sim::Invocation::settled).collect();
+        println!("{secs} s: settled per invocation {settled:?}");
+        assert_eq!(report.kills(), 0, "{secs} s");
+        world.assert_no_violations();
+        if enough {
+            assert!(settled.iter().all(|n| *n == 21), "{secs} s: {settled:?}");
+            assert!(report.gave_up().is_empty());
+            world.assert_exactly_once(&unique);
+        } else {
+            assert!(settled.contains(&0), "{secs} s: {settled:?}");
+        }
+    }
 }
 
 /// Sequence 2. r1..r10 claims everything and the process dies before Firehose

@@ -166,6 +166,10 @@ resource "aws_lambda_function" "dedup_enrich" {
       condition     = tonumber(local.deadline_reserve_ms) * 2 <= var.function_timeout_secs * 1000
       error_message = "DEADLINE_RESERVE_MS (${local.deadline_reserve_ms}) must be at most half of function_timeout_secs."
     }
+    precondition {
+      condition     = var.function_timeout_secs * 1000 - tonumber(local.deadline_reserve_ms) >= 6 * tonumber(local.aws_call_timeout_ms)
+      error_message = "function_timeout_secs must leave six AWS calls of ${local.aws_call_timeout_ms} ms after the ${local.deadline_reserve_ms} ms reserve (infra/schema.json, slow_calls_fit_timeout)."
+    }
   }
 
   # No depends_on on the role's policy: only the mapping invokes the function, and
@@ -177,6 +181,8 @@ resource "aws_lambda_function" "dedup_enrich" {
 locals {
   # Margin kept before the invocation deadline (infra/schema.json).
   deadline_reserve_ms = "500"
+  # Not set on the function: its default AWS_CALL_TIMEOUT_MS (infra/schema.json), for the check above.
+  aws_call_timeout_ms = "5000"
 }
 
 resource "aws_lambda_event_source_mapping" "kinesis" {

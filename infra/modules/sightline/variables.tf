@@ -89,7 +89,7 @@ variable "max_event_age_secs" {
 }
 
 variable "function_timeout_secs" {
-  description = "dedup-enrich's Lambda timeout and its FUNCTION_TIMEOUT_SECS (1..900)."
+  description = "dedup-enrich's Lambda timeout and its FUNCTION_TIMEOUT_SECS (1..900, and at least 31: after the 500 ms reserve it must hold six AWS calls at their 5 s timeout, so that an invocation settles something even when every call is slow; a precondition on the function checks it)."
   type        = number
   default     = 60
 

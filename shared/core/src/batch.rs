@@ -54,6 +54,15 @@ use crate::retry::{CallError, Classify, Retrier, RetryCounters, RetryPolicy};
 use crate::seq::sequence_le;
 use crate::time::{Clock, Deadline, MS_PER_SECOND};
 
+/// How many calls, each taking up to a full attempt timeout, an invocation must
+/// be able to wait out for its first claim to start: the checkpoint read, then
+/// the claim and what the claim gate keeps in hand after it (the Firehose put,
+/// the quarantine put, the checkpoint write and one round of marks). With less
+/// time than this many attempt timeouts after the reserve, an invocation in
+/// which every call is slow settles nothing and spends one of the mapping's
+/// retries.
+pub const SLOW_CALLS_TO_SETTLE: i64 = 6;
+
 /// Where one input record ended up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {

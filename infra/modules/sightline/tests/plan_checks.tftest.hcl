@@ -147,6 +147,14 @@ run "record_age_between_0_and_59_is_refused" {
   expect_failures = [var.max_record_age_in_seconds]
 }
 
+run "function_timeout_under_31_is_refused" {
+  command = plan
+  variables {
+    function_timeout_secs = 30
+  }
+  expect_failures = [aws_lambda_function.dedup_enrich]
+}
+
 run "function_timeout_over_900_is_refused" {
   command = plan
   variables {
