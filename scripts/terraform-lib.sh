@@ -65,19 +65,25 @@ tf_init() {
 # configuration, so plan and apply launch their own. If it does not start, the
 # commands launch the provider as usual.
 TF_SERVED_PROVIDER_PID=""
+TF_SERVED_PROVIDER_OUT=""
 tf_serve_provider() {
   local root="$1" bin out reattach=""
   bin="$(find -L "$(tf_data_dir "$root")/providers" -name 'terraform-provider-aws*' 2>/dev/null | head -n 1)"
   [ -n "$bin" ] || return 0
-  out="$TF_DATA_ROOT/served-provider.out"
+  # A file of its own each time: a reused one could still hold the address of a
+  # provider served (and stopped) before, until the new one truncates it.
+  mkdir -p "$TF_DATA_ROOT"
+  out="$(mktemp "$TF_DATA_ROOT/served-provider.XXXXXX")"
   "$bin" -debug >"$out" 2>&1 &
   TF_SERVED_PROVIDER_PID=$!
+  TF_SERVED_PROVIDER_OUT="$out"
   for _ in $(seq 100); do
     reattach="$(sed -n "s/^.*TF_REATTACH_PROVIDERS='\(.*\)'.*$/\1/p" "$out" | head -n 1)"
     [ -n "$reattach" ] && break
     sleep 0.1
   done
-  if [ -z "$reattach" ]; then
+  # Only this process's address (the JSON names its pid).
+  if [ -z "$reattach" ] || [[ "$reattach" != *"\"Pid\":$TF_SERVED_PROVIDER_PID,"* ]]; then
     tf_stop_provider
     return 0
   fi
@@ -86,6 +92,8 @@ tf_serve_provider() {
 
 tf_stop_provider() {
   if [ -n "$TF_SERVED_PROVIDER_PID" ]; then kill "$TF_SERVED_PROVIDER_PID" 2>/dev/null || true; fi
+  if [ -n "$TF_SERVED_PROVIDER_OUT" ]; then rm -f "$TF_SERVED_PROVIDER_OUT"; fi
   TF_SERVED_PROVIDER_PID=""
+  TF_SERVED_PROVIDER_OUT=""
   unset TF_REATTACH_PROVIDERS
 }
