@@ -123,15 +123,17 @@ terraform_init_validate() {
   for root in "${TF_ROOTS[@]}"; do
     tf_init "$root" -upgrade >/dev/null || return 1
   done
-  tf_serve_provider "${TF_ROOTS[0]}"
-  local rc=0
+  tf_with_served_provider "${TF_ROOTS[0]}" validate_roots
+}
+
+validate_roots() {
+  local root rc=0
   for root in "${TF_ROOTS[@]}"; do
     echo "$root:"
     tf "$root" validate -no-color || rc=1
   done
   # The provider's schema, for pytest's check that no attribute in use is deprecated.
   tf "${TF_ROOTS[0]}" providers schema -json >"$TF_PROVIDER_SCHEMA" || rc=1
-  tf_stop_provider
   return "$rc"
 }
 
@@ -139,11 +141,7 @@ terraform_init_validate() {
 # refused setting is planned against a mocked provider and must fail its validation.
 terraform_test_module() {
   tf_init "$TF_MODULE" -upgrade >/dev/null || return 1
-  tf_serve_provider "$TF_MODULE"
-  local rc=0
-  tf "$TF_MODULE" test -no-color || rc=$?
-  tf_stop_provider
-  return "$rc"
+  tf_with_served_provider "$TF_MODULE" tf "$TF_MODULE" test -no-color
 }
 
 # sam needs a region; the dummy credentials are never used (validation is local).

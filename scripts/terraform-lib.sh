@@ -90,6 +90,17 @@ tf_serve_provider() {
   export TF_REATTACH_PROVIDERS="$reattach"
 }
 
+# tf_with_served_provider ROOT COMMAND...: COMMAND with ROOT's provider served
+# (tf_serve_provider), stopped afterwards whatever COMMAND returned.
+tf_with_served_provider() {
+  local root="$1" rc=0
+  shift
+  tf_serve_provider "$root"
+  "$@" || rc=$?
+  tf_stop_provider
+  return "$rc"
+}
+
 tf_stop_provider() {
   if [ -n "$TF_SERVED_PROVIDER_PID" ]; then kill "$TF_SERVED_PROVIDER_PID" 2>/dev/null || true; fi
   if [ -n "$TF_SERVED_PROVIDER_OUT" ]; then rm -f "$TF_SERVED_PROVIDER_OUT"; fi

@@ -130,24 +130,23 @@ sam_log="$(mktemp "${TMPDIR:-/tmp}/sightline-sam-build.XXXXXX")"
 setsid env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS "$ROOT/scripts/sam-build-check.sh" >"$sam_log" 2>&1 &
 sam_pid=$!
 
-if [ -n "$infra_pid" ]; then
-  log "infrastructure checks: waiting for them"
-  infra_rc=0
-  wait "$infra_pid" || infra_rc=$?
-  infra_pid=""
-  cat "$infra_log"
-  rm -f "$infra_log"
-  log "infrastructure checks: $([ "$infra_rc" -eq 0 ] && echo passed || echo "FAILED (exit $infra_rc)")"
-  [ "$infra_rc" -eq 0 ]
-fi
+# finish_beside NAME PID LOG: waits for a step started beside the others, prints its
+# output, and fails if it failed.
+finish_beside() {
+  local name="$1" pid="$2" out="$3" rc=0
+  log "$name: waiting"
+  wait "$pid" || rc=$?
+  cat "$out"
+  rm -f "$out"
+  log "$name: $([ "$rc" -eq 0 ] && echo passed || echo "FAILED (exit $rc)")"
+  return "$rc"
+}
 
-log "sam build: waiting for it"
-sam_rc=0
-wait "$sam_pid" || sam_rc=$?
+if [ -n "$infra_pid" ]; then
+  finish_beside "infrastructure checks" "$infra_pid" "$infra_log"
+  infra_pid=""
+fi
+finish_beside "sam build" "$sam_pid" "$sam_log"
 sam_pid=""
-cat "$sam_log"
-rm -f "$sam_log"
-log "sam build: $([ "$sam_rc" -eq 0 ] && echo passed || echo "FAILED (exit $sam_rc)")"
-[ "$sam_rc" -eq 0 ]
 
 log "all checks passed in $((SECONDS - started))s"
