@@ -49,16 +49,22 @@ struct Samples {
     ring: [(i64, i64); WINDOW],
     len: usize,
     next: usize,
+    /// The last answer of `slowest_since` and the `now_ms` it was for: a batch
+    /// asks twice per claim, mostly within one millisecond. A record clears it.
+    cached: Option<(i64, Option<i64>)>,
 }
 
 impl Samples {
     /// The slowest sample that ended at most `MAX_SAMPLE_AGE_MS` before `now_ms`.
     fn slowest_since(&self, now_ms: i64) -> Option<i64> {
-        self.ring[..self.len]
-            .iter()
-            .filter(|(_, at)| now_ms.saturating_sub(*at) <= MAX_SAMPLE_AGE_MS)
-            .map(|(took, _)| *took)
-            .max()
+        // Durations are never negative (`record` clamps them), so -1 is "none";
+        // a plain max without branches, as it runs once per claim.
+        let mut slowest = -1i64;
+        for &(took, at) in &self.ring[..self.len] {
+            let fresh = now_ms.saturating_sub(at) <= MAX_SAMPLE_AGE_MS;
+            slowest = slowest.max(if fresh { took } else { -1 });
+        }
+        (slowest >= 0).then_some(slowest)
     }
 }
 
@@ -72,18 +78,47 @@ impl CostModel {
     /// Records one attempt of a call to `op` that took `took_ms` (answered,
     /// failed or timed out) and ended at `at_ms`.
     pub fn record(&self, op: Op, took_ms: i64, at_ms: i64) {
+        let took = took_ms.max(0);
         let mut s = lock(&self.slots[op.slot()]);
         let at = s.next;
-        s.ring[at] = (took_ms.max(0), at_ms);
+        let evicted = (s.len == WINDOW).then_some(s.ring[at].0);
+        s.ring[at] = (took, at_ms);
         s.next = (at + 1) % WINDOW;
         s.len = (s.len + 1).min(WINDOW);
+        // Keep the cached answer current rather than dropping it: a batch records
+        // once per claim and estimates twice.
+        if let Some((now, slowest)) = s.cached {
+            let fresh = now.saturating_sub(at_ms) <= MAX_SAMPLE_AGE_MS;
+            let slowest = if fresh && slowest.is_none_or(|m| took >= m) {
+                // No older sample can beat the new one.
+                Some(took)
+            } else if evicted.is_some_and(|e| slowest.is_some_and(|m| e >= m)) {
+                // The sample pushed out may have been the slowest: scan again.
+                s.slowest_since(now)
+            } else if fresh {
+                slowest.max(Some(took))
+            } else {
+                slowest
+            };
+            s.cached = Some((now, slowest));
+        }
     }
 
     /// What one attempt of a call to `op` may take, as of `now_ms`: 1.5 times the
     /// slowest of the last attempts that are not too old, plus slack;
     /// `fallback_ms` when there are none.
     pub fn estimate(&self, op: Op, fallback_ms: i64, now_ms: i64) -> i64 {
-        let slowest = lock(&self.slots[op.slot()]).slowest_since(now_ms);
+        let slowest = {
+            let mut s = lock(&self.slots[op.slot()]);
+            match s.cached {
+                Some((at, slowest)) if at == now_ms => slowest,
+                _ => {
+                    let slowest = s.slowest_since(now_ms);
+                    s.cached = Some((now_ms, slowest));
+                    slowest
+                }
+            }
+        };
         slowest.map_or(fallback_ms, |slowest| {
             slowest.saturating_mul(HEADROOM_NUM) / HEADROOM_DEN + SLACK_MS
         })
@@ -113,6 +148,36 @@ mod tests {
         c.record(Op::Store, 200, 0);
         assert_eq!(c.estimate(Op::Store, 777, 0), 460);
         assert_eq!(c.estimate(Op::Sink, 50, 0), 50, "ports are apart");
+    }
+
+    #[test]
+    fn an_estimate_asked_again_in_the_same_millisecond_sees_a_sample_recorded_between() {
+        let c = CostModel::default();
+        c.record(Op::Store, 100, 0);
+        assert_eq!(c.estimate(Op::Store, 0, 5), 160);
+        assert_eq!(c.estimate(Op::Store, 0, 5), 160);
+        c.record(Op::Store, 300, 5);
+        assert_eq!(c.estimate(Op::Store, 0, 5), 460);
+        // And a later millisecond ages samples out as before.
+        assert_eq!(c.estimate(Op::Store, 0, 5 + MAX_SAMPLE_AGE_MS + 1), 0);
+    }
+
+    #[test]
+    fn the_cached_estimate_always_equals_a_fresh_scan_of_the_window() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let c = CostModel::default();
+        let mut now = 0i64;
+        for step in 0..20_000 {
+            if rng.bool() {
+                let took = rng.i64(0..400);
+                c.record(Op::Sink, took, now - rng.i64(0..40_000));
+            } else {
+                now += rng.i64(0..3);
+                let fresh = lock(&c.slots[Op::Sink.slot()]).slowest_since(now);
+                let want = fresh.map_or(-1, |m| m * HEADROOM_NUM / HEADROOM_DEN + SLACK_MS);
+                assert_eq!(c.estimate(Op::Sink, -1, now), want, "step {step}");
+            }
+        }
     }
 
     #[test]

@@ -6,10 +6,14 @@
 //!   into Parquet files (the Glue table's column types, Snappy) once the buffer
 //!   holds `max_rows`, and at `flush`. Files are written hidden, fsynced and then
 //!   renamed into `events/event_date=YYYY-MM-DD/event_hour=HH/part-<run>-<n>.parquet`.
-//! - After a roll the spool is emptied. A process that dies before that leaves the
-//!   spool behind; `open` replays it into Parquet, so nothing accepted is lost. A
-//!   crash between the rename and the spool reset writes those rows twice, like a
-//!   Firehose redelivery; the `events_dedup` view removes such doubles.
+//! - A roll seals the spool (renames it `_spool.sealed-<run>-<n>.ndjson` and starts
+//!   a new one) and takes the buffers under the lock, then encodes the Parquet
+//!   outside it: the other shards keep appending meanwhile. One roll runs at a
+//!   time. Its sealed spool is deleted once its files are renamed into place.
+//! - A process that dies leaves spools behind; `open` replays every one into
+//!   Parquet, so nothing accepted is lost. A crash between a file's rename and
+//!   its spool's deletion writes those rows twice, like a Firehose redelivery;
+//!   the `events_dedup` view removes such doubles.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -37,6 +41,9 @@ pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 pub const DEFAULT_MAX_BUFFERED_ROWS: usize = ROW_GROUP_ROWS;
 
 const SPOOL_FILE: &str = "_spool.ndjson";
+/// Sealed spools: `_spool.sealed-<run>-<n>.ndjson`, deleted once rolled.
+const SEALED_PREFIX: &str = "_spool.sealed-";
+const SPOOL_SUFFIX: &str = ".ndjson";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
@@ -56,6 +63,17 @@ pub enum LakeError {
     Arrow(#[from] arrow_schema::ArrowError),
     #[error("encoding an event for the spool")]
     Encode(#[from] serde_json::Error),
+    #[error("spool line {line} of {path} has no valid partition ({date:?}, {hour:?})")]
+    SpoolPartition {
+        path: PathBuf,
+        line: u64,
+        date: String,
+        hour: String,
+    },
+    #[error(
+        "{failed} roll(s) of accepted rows into Parquet failed; their rows are kept in sealed spools under {root} and are written by the next open"
+    )]
+    RollsPending { failed: u64, root: PathBuf },
     #[error("the lake's lock was poisoned by a panic")]
     Poisoned,
 }
@@ -183,17 +201,58 @@ impl PartitionBuffer {
     }
 }
 
-/// `(event_date, event_hour)`.
-type PartitionKey = (String, String);
+/// `event_date` (`YYYY-MM-DD`) and `event_hour` (`HH`) as their ASCII bytes:
+/// looked up once per event, so no strings are built for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct PartitionKey {
+    date: [u8; 10],
+    hour: [u8; 2],
+}
+
+impl PartitionKey {
+    fn parse(date: &str, hour: &str) -> Option<Self> {
+        Some(PartitionKey {
+            date: date.as_bytes().try_into().ok()?,
+            hour: hour.as_bytes().try_into().ok()?,
+        })
+    }
+
+    /// `event_date=YYYY-MM-DD/event_hour=HH` under `root`.
+    fn dir(&self, root: &Path) -> PathBuf {
+        root.join(format!(
+            "event_date={}",
+            String::from_utf8_lossy(&self.date)
+        ))
+        .join(format!(
+            "event_hour={}",
+            String::from_utf8_lossy(&self.hour)
+        ))
+    }
+}
 
 struct State {
     buffers: BTreeMap<PartitionKey, PartitionBuffer>,
     buffered_rows: usize,
     spool: File,
     spool_bytes: u64,
+    /// Spools left by an earlier process, replayed into the buffers: the next
+    /// roll deletes them with its own.
+    replayed_spools: Vec<PathBuf>,
+    sealed: u64,
+    /// File numbers handed out (a roll reserves its files' numbers when it seals).
+    files_named: u64,
     files_written: u64,
     rows_written: u64,
     bytes_written: u64,
+    failed_rolls: u64,
+}
+
+/// What one roll writes: the buffers taken at its seal, and the spools that
+/// hold the same rows, deleted once the files are in place.
+struct Sealed {
+    buffers: BTreeMap<PartitionKey, PartitionBuffer>,
+    spools: Vec<PathBuf>,
+    first_file: u64,
 }
 
 /// What the lake has written so far.
@@ -208,6 +267,7 @@ pub struct LakeStats {
 
 /// The Parquet lake under `<root>/events`.
 pub struct LakeSink {
+    root: PathBuf,
     events_dir: PathBuf,
     spool_path: PathBuf,
     run_id: String,
@@ -215,6 +275,9 @@ pub struct LakeSink {
     schema: SchemaRef,
     recovered_rows: u64,
     state: Mutex<State>,
+    /// Held by the one roll that writes Parquet (never while waiting for `state`
+    /// is needed by it: a roll takes `state` only briefly, at its ends).
+    rolling: Mutex<()>,
 }
 
 impl LakeSink {
@@ -224,13 +287,9 @@ impl LakeSink {
         let events_dir = root.join("events");
         fs::create_dir_all(&events_dir).map_err(io_at(&events_dir))?;
         let spool_path = root.join(SPOOL_FILE);
-        let spool = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&spool_path)
-            .map_err(io_at(&spool_path))?;
+        let spool = open_spool(&spool_path)?;
         let mut sink = LakeSink {
+            root: root.to_path_buf(),
             events_dir,
             spool_path,
             run_id: run_id.to_string(),
@@ -242,10 +301,15 @@ impl LakeSink {
                 buffered_rows: 0,
                 spool,
                 spool_bytes: 0,
+                replayed_spools: Vec::new(),
+                sealed: 0,
+                files_named: 0,
                 files_written: 0,
                 rows_written: 0,
                 bytes_written: 0,
+                failed_rolls: 0,
             }),
+            rolling: Mutex::new(()),
         };
         sink.recovered_rows = sink.recover()?;
         Ok(sink)
@@ -255,25 +319,76 @@ impl LakeSink {
         &self.events_dir
     }
 
+    /// The one roll's turn. It guards no data, so a panic while it was held
+    /// leaves nothing to repair.
+    fn roll_turn(&self) -> MutexGuard<'_, ()> {
+        self.rolling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, State>, LakeError> {
         self.state.lock().map_err(|_| LakeError::Poisoned)
     }
 
-    /// Rows accepted by an earlier process but never rolled: write them now.
+    /// Rows accepted by an earlier process but never rolled (its sealed spools,
+    /// then its open one): write them now.
     fn recover(&self) -> Result<u64, LakeError> {
-        let file = File::open(&self.spool_path).map_err(io_at(&self.spool_path))?;
-        let mut state = self.lock()?;
+        let mut spools: Vec<PathBuf> = fs::read_dir(&self.root)
+            .map_err(io_at(&self.root))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| {
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(SEALED_PREFIX) && n.ends_with(SPOOL_SUFFIX))
+            })
+            .collect();
+        spools.sort();
         let mut rows = 0u64;
-        for line in BufReader::new(file).lines() {
-            let line = line.map_err(io_at(&self.spool_path))?;
+        {
+            let mut state = self.lock()?;
+            for path in &spools {
+                rows += self.replay(&mut state, path)?;
+            }
+            rows += self.replay(&mut state, &self.spool_path)?;
+            state.replayed_spools = spools;
+            // The open spool holds the earlier process's lines (maybe a torn
+            // one): the next seal sets it aside, so new lines start a clean file.
+            state.spool_bytes = fs::metadata(&self.spool_path)
+                .map_err(io_at(&self.spool_path))?
+                .len();
+        }
+        if rows > 0 {
+            tracing::info!(rows, "replaying the lake spool of an earlier run");
+        }
+        self.flush()?;
+        Ok(rows)
+    }
+
+    /// One spool's rows into the buffers.
+    fn replay(&self, state: &mut State, path: &Path) -> Result<u64, LakeError> {
+        let file = File::open(path).map_err(io_at(path))?;
+        let mut rows = 0u64;
+        for (number, line) in BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(io_at(path))?;
             // Only fsynced lines were ever accepted; a torn tail was not.
             let Ok(row) = serde_json::from_str::<SpoolRow>(&line) else {
-                tracing::warn!(path = %self.spool_path.display(), "skipping a torn spool line");
+                tracing::warn!(path = %path.display(), "skipping a torn spool line");
                 continue;
             };
+            // A whole line was written by this sink, so its partition parses;
+            // one that does not is refused rather than filed somewhere else.
+            let key = PartitionKey::parse(&row.event_date, &row.event_hour).ok_or_else(|| {
+                LakeError::SpoolPartition {
+                    path: path.to_path_buf(),
+                    line: number as u64 + 1,
+                    date: row.event_date.clone(),
+                    hour: row.event_hour.clone(),
+                }
+            })?;
             state
                 .buffers
-                .entry((row.event_date, row.event_hour))
+                .entry(key)
                 .or_insert_with(PartitionBuffer::new)
                 .push(
                     row.detection_oid,
@@ -289,10 +404,6 @@ impl LakeSink {
             state.buffered_rows += 1;
             rows += 1;
         }
-        if rows > 0 {
-            tracing::info!(rows, "replaying the lake spool of an earlier run");
-        }
-        self.roll(&mut state)?;
         Ok(rows)
     }
 
@@ -314,15 +425,13 @@ impl LakeSink {
             return Err(io_at(&self.spool_path)(e));
         }
         state.spool_bytes += lines.len() as u64;
-        let mut date = [0u8; 10];
-        let mut hour = [0u8; 2];
+        let mut key = PartitionKey {
+            date: [0u8; 10],
+            hour: [0u8; 2],
+        };
         for e in events {
-            e.partition.write_date(&mut date);
-            e.partition.write_hour(&mut hour);
-            let key = (
-                String::from_utf8_lossy(&date).into_owned(),
-                String::from_utf8_lossy(&hour).into_owned(),
-            );
+            e.partition.write_date(&mut key.date);
+            e.partition.write_hour(&mut key.hour);
             state
                 .buffers
                 .entry(key)
@@ -340,49 +449,126 @@ impl LakeSink {
                 );
         }
         state.buffered_rows += events.len();
-        if state.buffered_rows >= self.max_buffered_rows {
-            self.roll(&mut state)?;
+        let due = state.buffered_rows >= self.max_buffered_rows;
+        drop(state);
+        if due {
+            self.roll_when_due();
         }
         Ok(())
     }
 
-    /// Writes every buffered partition to Parquet, then empties the spool.
-    fn roll(&self, state: &mut State) -> Result<(), LakeError> {
-        let keys: Vec<PartitionKey> = state
-            .buffers
-            .iter()
-            .filter(|(_, b)| b.rows > 0)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut dirs = Vec::new();
-        for (date, hour) in keys {
-            let Some(buffer) = state.buffers.get_mut(&(date.clone(), hour.clone())) else {
-                continue;
+    /// Rolls the buffers if they are (still) full. A roll already running leaves
+    /// them to the next append, unless they hold twice the limit: then this waits
+    /// its turn, which bounds the memory. The rows are durable in the spool
+    /// already, so a failed roll is logged and counted, not the caller's error
+    /// (`flush` reports it).
+    fn roll_when_due(&self) {
+        let turn = match self.rolling.try_lock() {
+            Ok(turn) => turn,
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let over = self
+                    .lock()
+                    .map(|s| s.buffered_rows >= 2 * self.max_buffered_rows)
+                    .unwrap_or(false);
+                if !over {
+                    return;
+                }
+                self.roll_turn()
+            }
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        let result = self.lock().and_then(|mut state| {
+            if state.buffered_rows >= self.max_buffered_rows {
+                self.seal(&mut state).map(Some)
+            } else {
+                Ok(None)
+            }
+        });
+        let result = match result {
+            Ok(Some(sealed)) => self.write_sealed(sealed),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        drop(turn);
+        if let Err(e) = result {
+            tracing::error!(error = %sightline_core::batch::chain(&e), root = %self.root.display(), "rolling the lake into Parquet failed; the rows stay in a sealed spool");
+            if let Ok(mut state) = self.lock() {
+                state.failed_rolls += 1;
+            }
+        }
+    }
+
+    /// Takes the buffers and seals the spool that holds their rows (renamed,
+    /// and a new one started), under the state lock: quick, no encoding.
+    fn seal(&self, state: &mut State) -> Result<Sealed, LakeError> {
+        let mut spools = std::mem::take(&mut state.replayed_spools);
+        if state.spool_bytes > 0 {
+            state.sealed += 1;
+            let sealed = self.root.join(format!(
+                "{SEALED_PREFIX}{}-{:05}{SPOOL_SUFFIX}",
+                self.run_id, state.sealed
+            ));
+            fs::rename(&self.spool_path, &sealed).map_err(io_at(&sealed))?;
+            state.spool = match open_spool(&self.spool_path) {
+                Ok(file) => file,
+                Err(e) => {
+                    // Keep appending where the rows are: put the spool back.
+                    if let Err(back) = fs::rename(&sealed, &self.spool_path) {
+                        tracing::error!(error = %back, path = %sealed.display(), "could not put the spool back; the next open replays it");
+                    }
+                    return Err(e);
+                }
             };
+            state.spool_bytes = 0;
+            sync_dir(&self.root)?;
+            spools.push(sealed);
+        }
+        let buffers = std::mem::take(&mut state.buffers);
+        let files = buffers.values().filter(|b| b.rows > 0).count() as u64;
+        let first_file = state.files_named + 1;
+        state.files_named += files;
+        state.buffered_rows = 0;
+        Ok(Sealed {
+            buffers,
+            spools,
+            first_file,
+        })
+    }
+
+    /// Writes a sealed roll's Parquet files, then deletes its spools. Outside the
+    /// state lock, so appends go on meanwhile.
+    fn write_sealed(&self, sealed: Sealed) -> Result<(), LakeError> {
+        let Sealed {
+            mut buffers,
+            spools,
+            first_file,
+        } = sealed;
+        let mut dirs = Vec::new();
+        let (mut files, mut rows, mut bytes) = (0u64, 0u64, 0u64);
+        for (key, buffer) in buffers.iter_mut().filter(|(_, b)| b.rows > 0) {
             let batch = buffer.finish(&self.schema)?;
-            let dir = self
-                .events_dir
-                .join(format!("event_date={date}"))
-                .join(format!("event_hour={hour}"));
+            let dir = key.dir(&self.events_dir);
             fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-            state.files_written += 1;
-            let name = format!("part-{}-{:05}.parquet", self.run_id, state.files_written);
-            let bytes = self.write_parquet(&dir, &name, &batch)?;
-            state.rows_written += batch.num_rows() as u64;
-            state.bytes_written += bytes;
+            let name = format!("part-{}-{:05}.parquet", self.run_id, first_file + files);
+            bytes += self.write_parquet(&dir, &name, &batch)?;
+            files += 1;
+            rows += batch.num_rows() as u64;
             dirs.push(dir);
         }
-        state.buffers.clear();
-        state.buffered_rows = 0;
+        drop(buffers);
         for dir in dirs {
             sync_dir(&dir)?;
         }
-        state
-            .spool
-            .set_len(0)
-            .and_then(|()| state.spool.sync_all())
-            .map_err(io_at(&self.spool_path))?;
-        state.spool_bytes = 0;
+        for spool in &spools {
+            fs::remove_file(spool).map_err(io_at(spool))?;
+        }
+        if !spools.is_empty() {
+            sync_dir(&self.root)?;
+        }
+        let mut state = self.lock()?;
+        state.files_written += files;
+        state.rows_written += rows;
+        state.bytes_written += bytes;
         Ok(())
     }
 
@@ -412,10 +598,20 @@ impl LakeSink {
         Ok(bytes)
     }
 
-    /// Rolls whatever is buffered (end of a run).
+    /// Rolls whatever is buffered (end of a run), after any roll in progress;
+    /// fails if an earlier roll failed (its rows wait in a sealed spool).
     pub fn flush(&self) -> Result<(), LakeError> {
-        let mut state = self.lock()?;
-        self.roll(&mut state)
+        let _turn = self.roll_turn();
+        let sealed = self.seal(&mut *self.lock()?)?;
+        self.write_sealed(sealed)?;
+        let failed = self.lock()?.failed_rolls;
+        if failed > 0 {
+            return Err(LakeError::RollsPending {
+                failed,
+                root: self.root.clone(),
+            });
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> LakeStats {
@@ -429,6 +625,16 @@ impl LakeSink {
             Err(_) => LakeStats::default(),
         }
     }
+}
+
+/// The open spool, appended to (created if absent).
+fn open_spool(path: &Path) -> Result<File, LakeError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)
+        .map_err(io_at(path))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LakeError> {

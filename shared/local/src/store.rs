@@ -60,16 +60,46 @@ fn encode_claim(req: &ClaimRequest<'_>) -> Vec<u8> {
     encode_item(req.owner, req.batch_first_sequence, req.expires_at, false)
 }
 
-/// `expires_at` (8, big-endian) | delivered (1) | owner length (2) | owner | batch first.
+/// Flag bits of an item's ninth byte. Items written before `SHARED_PREFIX`
+/// existed hold 0 or 1 there, and still decode.
+const DELIVERED: u8 = 1;
+/// The batch's first sequence is stored as the length of the prefix it shares
+/// with the owner's sequence (one byte), then the rest.
+const SHARED_PREFIX: u8 = 2;
+
+/// The owner's sequence number: what follows `shardId/`.
+fn owner_sequence(owner: &[u8]) -> &[u8] {
+    owner
+        .iter()
+        .position(|&b| b == b'/')
+        .map_or(&[][..], |at| &owner[at + 1..])
+}
+
+/// `expires_at` (8, big-endian) | flags (1) | owner length (2) | owner |
+/// shared prefix length (1) | the rest of the batch's first sequence.
+///
+/// A batch's first sequence number and the record's own share most of their
+/// digits; storing them once keeps a claim about 30 bytes shorter, bytes the
+/// journal, the memtable, the flushes and the compactions all copy.
 fn encode_item(owner: &str, batch_first: &str, expires_at: i64, delivered: bool) -> Vec<u8> {
     let owner = owner.as_bytes();
-    let mut out = Vec::with_capacity(11 + owner.len() + batch_first.len());
-    out.extend_from_slice(&expires_at.to_be_bytes());
-    out.push(u8::from(delivered));
     let len = u16::try_from(owner.len()).unwrap_or(u16::MAX);
+    let owner = &owner[..usize::from(len)];
+    let batch_first = batch_first.as_bytes();
+    let shared = owner_sequence(owner)
+        .iter()
+        .zip(batch_first)
+        .take(usize::from(u8::MAX))
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out = Vec::with_capacity(12 + owner.len() + batch_first.len() - shared);
+    out.extend_from_slice(&expires_at.to_be_bytes());
+    out.push(SHARED_PREFIX | if delivered { DELIVERED } else { 0 });
     out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&owner[..usize::from(len)]);
-    out.extend_from_slice(batch_first.as_bytes());
+    out.extend_from_slice(owner);
+    // `shared` is at most 255 by the `take` above.
+    out.push(shared as u8);
+    out.extend_from_slice(&batch_first[shared..]);
     out
 }
 
@@ -94,15 +124,26 @@ impl ClaimItem {
 
     fn decode(bytes: &[u8]) -> Option<ClaimItem> {
         let expires_at = i64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
-        let delivered = *bytes.get(8)? != 0;
+        let flags = *bytes.get(8)?;
         let len = usize::from(u16::from_be_bytes(bytes.get(9..11)?.try_into().ok()?));
-        let owner = std::str::from_utf8(bytes.get(11..11 + len)?).ok()?;
-        let batch_first = std::str::from_utf8(bytes.get(11 + len..)?).ok()?;
+        let owner_bytes = bytes.get(11..11 + len)?;
+        let owner = std::str::from_utf8(owner_bytes).ok()?;
+        let rest = bytes.get(11 + len..)?;
+        let batch_first = if flags & SHARED_PREFIX == 0 {
+            std::str::from_utf8(rest).ok()?.to_string()
+        } else {
+            let (&shared, tail) = rest.split_first()?;
+            let mut first = owner_sequence(owner_bytes)
+                .get(..usize::from(shared))?
+                .to_vec();
+            first.extend_from_slice(tail);
+            String::from_utf8(first).ok()?
+        };
         Some(ClaimItem {
             owner: owner.to_string(),
-            batch_first_sequence: batch_first.to_string(),
+            batch_first_sequence: batch_first,
             expires_at,
-            delivered,
+            delivered: flags & DELIVERED != 0,
         })
     }
 }
@@ -465,5 +506,84 @@ impl ClaimStore for LocalClaimStore {
         self.db.persist(PersistMode::SyncAll)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(owner: &str, batch_first: &str, delivered: bool) -> ClaimItem {
+        ClaimItem {
+            owner: owner.to_string(),
+            batch_first_sequence: batch_first.to_string(),
+            expires_at: 1_764_000_000,
+            delivered,
+        }
+    }
+
+    #[test]
+    fn claim_items_round_trip_whatever_their_owner_and_batch_share() {
+        let seq = "49000000000001000300000000000000012345";
+        let first = "49000000000001000300000000000000010000";
+        for original in [
+            item(&format!("shardId-000000000003/{seq}"), first, false),
+            item(&format!("shardId-000000000003/{seq}"), first, true),
+            item(&format!("shardId-000000000003/{seq}/7"), seq, false),
+            item("no-slash-owner", first, false),
+            item("shard/", "", true),
+            item("shard/x", "completely different", false),
+            item("shard/é1", "é2", false),
+            item(&format!("s/{}", "9".repeat(400)), &"9".repeat(300), false),
+        ] {
+            let bytes = original.encode();
+            assert_eq!(
+                ClaimItem::decode(&bytes),
+                Some(original.clone()),
+                "{original:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_claim_stores_the_digits_its_batch_shares_with_it_once() {
+        let owner = "shardId-000000000003/49000000000001000300000000000000012345";
+        let first = "49000000000001000300000000000000010000";
+        // They differ from the 35th digit on: "2345" against "0000".
+        let bytes = item(owner, first, false).encode();
+        assert_eq!(bytes.len(), 8 + 1 + 2 + owner.len() + 1 + 4);
+    }
+
+    #[test]
+    fn items_written_before_the_shared_prefix_still_decode() {
+        let owner = "shardId-000000000001/4900";
+        for delivered in [false, true] {
+            let mut old = 42i64.to_be_bytes().to_vec();
+            old.push(u8::from(delivered));
+            old.extend_from_slice(&(owner.len() as u16).to_be_bytes());
+            old.extend_from_slice(owner.as_bytes());
+            old.extend_from_slice(b"4899");
+            assert_eq!(
+                ClaimItem::decode(&old),
+                Some(ClaimItem {
+                    owner: owner.to_string(),
+                    batch_first_sequence: "4899".to_string(),
+                    expires_at: 42,
+                    delivered,
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_truncated_item_is_refused_not_misread() {
+        let bytes = item("shard/4900", "4899", false).encode();
+        for cut in 0..bytes.len() - 1 {
+            // Every cut before the shared-prefix byte fails; after it, the tail
+            // is merely shorter, which the length cannot tell.
+            if cut <= 8 + 1 + 2 + "shard/4900".len() {
+                assert_eq!(ClaimItem::decode(&bytes[..cut]), None, "cut at {cut}");
+            }
+        }
     }
 }

@@ -30,7 +30,13 @@ pub fn shard_for_key(partition_key: &[u8], shards: usize) -> usize {
 /// whole record when it has none (a malformed record still needs a shard).
 pub fn partition_key(data: &[u8]) -> &[u8] {
     const FIELD: &[u8] = b"\"detection_oid\"";
-    let Some(at) = data.windows(FIELD.len()).position(|w| w == FIELD) else {
+    // Dataset A's producers write the id first: look there before scanning.
+    let found = if data.get(1..1 + FIELD.len()) == Some(FIELD) {
+        Some(1)
+    } else {
+        data.windows(FIELD.len()).position(|w| w == FIELD)
+    };
+    let Some(at) = found else {
         return data;
     };
     let rest = &data[at + FIELD.len()..];
@@ -57,14 +63,32 @@ pub struct SequenceSpace {
 }
 
 impl SequenceSpace {
+    /// Characters in every sequence number: `49`, stream (12), shard (4), position (20).
+    pub const LEN: usize = 2 + 12 + 4 + 20;
+
     /// The `position`-th record of `shard` (0-based).
+    ///
+    /// Built digit by digit: one per input line, and `format!`'s zero padding
+    /// was 7 % of a run's CPU.
     pub fn sequence(&self, shard: usize, position: u64) -> String {
-        format!(
-            "49{:012}{:04}{:020}",
-            self.stream_no % 1_000_000_000_000,
-            shard % 10_000,
-            position
-        )
+        let mut out = [b'0'; Self::LEN];
+        out[..2].copy_from_slice(b"49");
+        put_digits(&mut out[2..14], self.stream_no % 1_000_000_000_000);
+        put_digits(&mut out[14..18], (shard % 10_000) as u64);
+        put_digits(&mut out[18..], position);
+        // Only ASCII digits were written, so this is never the empty default.
+        std::str::from_utf8(&out)
+            .map(str::to_owned)
+            .unwrap_or_default()
+    }
+}
+
+/// `value`'s decimal digits, right-aligned in `out` (already zero-filled); the
+/// caller bounds `value` to `out`'s width.
+fn put_digits(out: &mut [u8], mut value: u64) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
     }
 }
 
@@ -78,6 +102,8 @@ mod tests {
         let line =
             br#"{"video_camera_oid":7,"detection_oid": 4207,"geographical_location_oid":42}"#;
         assert_eq!(partition_key(line), b"4207");
+        assert_eq!(partition_key(br#"{"detection_oid":-12,"x":1}"#), b"-12");
+        assert_eq!(partition_key(br#"{"x":{"detection_oid":5}}"#), b"5");
         assert_eq!(partition_key(b"not json"), b"not json");
         assert_eq!(
             partition_key(br#"{"detection_oid":"x"}"#),
@@ -111,5 +137,24 @@ mod tests {
         assert_ne!(a.sequence(0, 5), b.sequence(0, 5));
         assert_ne!(a.sequence(0, 5), a.sequence(1, 5));
         assert_eq!(a.sequence(3, 7).len(), a.sequence(0, u64::MAX).len());
+    }
+
+    #[test]
+    fn sequence_numbers_are_the_fixed_width_decimal_fields() {
+        let space = SequenceSpace {
+            stream_no: 1_234_567_890_123_456,
+        };
+        for (shard, position) in [(0, 0), (3, 7), (9_999, 1_000_000), (12_345, u64::MAX)] {
+            assert_eq!(
+                space.sequence(shard, position),
+                format!(
+                    "49{:012}{:04}{:020}",
+                    space.stream_no % 1_000_000_000_000,
+                    shard % 10_000,
+                    position
+                )
+            );
+        }
+        assert_eq!(space.sequence(1, 2).len(), SequenceSpace::LEN);
     }
 }

@@ -179,6 +179,91 @@ async fn rows_accepted_before_a_crash_are_written_by_the_next_open() {
 }
 
 #[tokio::test]
+async fn rows_in_spools_sealed_for_a_roll_that_never_finished_are_written_by_the_next_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let sink = LakeSink::open(dir.path(), "crashed", 1_000).expect("open");
+        deliver(&sink, &records(0..10)).await;
+    }
+    // The process sealed that spool for a roll and died writing its files, after
+    // accepting more rows into a new spool.
+    std::fs::rename(
+        dir.path().join("_spool.ndjson"),
+        dir.path().join("_spool.sealed-crashed-00001.ndjson"),
+    )
+    .expect("seal");
+    {
+        let sink = LakeSink::open(dir.path(), "second", 1_000).expect("open");
+        assert_eq!(sink.stats().recovered_rows, 10);
+        deliver(&sink, &records(10..25)).await;
+    }
+    std::fs::rename(
+        dir.path().join("_spool.ndjson"),
+        dir.path().join("_spool.sealed-second-00001.ndjson"),
+    )
+    .expect("seal");
+    {
+        let sink = LakeSink::open(dir.path(), "third", 1_000).expect("open");
+        assert_eq!(sink.stats().recovered_rows, 15);
+        deliver(&sink, &records(25..30)).await;
+    }
+    let sink = LakeSink::open(dir.path(), "fourth", 1_000).expect("reopen");
+    assert_eq!(sink.stats().recovered_rows, 5);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read_dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("_spool"))
+        .collect();
+    assert_eq!(
+        left,
+        ["_spool.ndjson"],
+        "sealed spools deleted once written"
+    );
+    assert_eq!(
+        count(
+            dir.path(),
+            "SELECT count(*) AS n FROM events HAVING count(*) = count(DISTINCT detection_oid)"
+        )
+        .await,
+        [30]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_go_on_while_a_roll_writes_and_every_row_lands_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = std::sync::Arc::new(LakeSink::open(dir.path(), "run", 64).expect("open"));
+    let mut tasks = Vec::new();
+    for shard in 0..4i64 {
+        let sink = sink.clone();
+        tasks.push(tokio::spawn(async move {
+            for chunk in 0..25i64 {
+                let from = shard * 10_000 + chunk * 20;
+                deliver(&sink, &records(from..from + 20)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    sink.flush().expect("flush");
+    assert_eq!(sink.stats().rows, 2_000);
+    assert_eq!(
+        count(
+            dir.path(),
+            "SELECT count(DISTINCT detection_oid) AS n FROM events"
+        )
+        .await,
+        [2_000]
+    );
+    assert_eq!(
+        count(dir.path(), "SELECT count(*) AS n FROM events").await,
+        [2_000]
+    );
+}
+
+#[tokio::test]
 async fn a_torn_last_spool_line_is_skipped_not_fatal() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
