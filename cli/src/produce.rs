@@ -14,6 +14,7 @@ use sightline_core::packing::chunk_by_limits;
 use sightline_core::ports::StreamPort;
 use sightline_core::retry::{Retrier, RetryCounters, RetryPolicy};
 use sightline_core::time::{Deadline, SystemClock};
+use sightline_local::stream::event_id_digits;
 
 /// What one call may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,12 +87,18 @@ pub struct ProduceReport {
 
 /// The partition key: the event id when the line has one, so that re-sends of
 /// an event land on its shard (as the ingest front door does).
+/// The same digits the local stream keys by (`stream::event_id_digits`), read
+/// without parsing the line; a line without them, or with more than Kinesis
+/// takes in a key, is keyed by its length.
 pub fn partition_key(line: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(line)
-        .ok()
-        .and_then(|v| v.get("detection_oid").and_then(serde_json::Value::as_i64))
-        .map_or_else(|| format!("line-{}", line.len()), |id| id.to_string())
+    event_id_digits(line)
+        .filter(|digits| digits.len() <= MAX_PARTITION_KEY_BYTES)
+        .and_then(|digits| std::str::from_utf8(digits).ok())
+        .map_or_else(|| format!("line-{}", line.len()), str::to_owned)
 }
+
+/// Kinesis refuses a longer partition key.
+const MAX_PARTITION_KEY_BYTES: usize = 256;
 
 /// Splits `records` into calls within `limits`.
 pub fn batches(records: &[(String, Vec<u8>)], limits: CallLimits) -> Vec<std::ops::Range<usize>> {
@@ -211,6 +218,10 @@ mod tests {
     #[test]
     fn re_sends_share_the_event_id_as_partition_key() {
         assert_eq!(partition_key(br#"{"detection_oid":42,"x":1}"#), "42");
-        assert!(partition_key(b"not json").starts_with("line-"));
+        assert_eq!(partition_key(br#"{"x":1, "detection_oid" : -7}"#), "-7");
+        assert_eq!(partition_key(b"not json"), "line-8");
+        assert_eq!(partition_key(br#"{"detection_oid":"x"}"#), "line-21");
+        let long = format!(r#"{{"detection_oid":{}}}"#, "9".repeat(300));
+        assert_eq!(partition_key(long.as_bytes()), "line-318");
     }
 }

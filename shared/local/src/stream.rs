@@ -29,6 +29,12 @@ pub fn shard_for_key(partition_key: &[u8], shards: usize) -> usize {
 /// The partition key of a raw record: the digits of `"detection_oid":`, or the
 /// whole record when it has none (a malformed record still needs a shard).
 pub fn partition_key(data: &[u8]) -> &[u8] {
+    event_id_digits(data).unwrap_or(data)
+}
+
+/// The digits (and sign) after `"detection_oid":`, read without parsing the
+/// record: what `sightline produce` and the local stream key records by.
+pub fn event_id_digits(data: &[u8]) -> Option<&[u8]> {
     const FIELD: &[u8] = b"\"detection_oid\"";
     // Dataset A's producers write the id first: look there before scanning.
     let found = if data.get(1..1 + FIELD.len()) == Some(FIELD) {
@@ -36,9 +42,7 @@ pub fn partition_key(data: &[u8]) -> &[u8] {
     } else {
         data.windows(FIELD.len()).position(|w| w == FIELD)
     };
-    let Some(at) = found else {
-        return data;
-    };
+    let at = found?;
     let rest = &data[at + FIELD.len()..];
     let start = rest
         .iter()
@@ -48,11 +52,7 @@ pub fn partition_key(data: &[u8]) -> &[u8] {
         .iter()
         .take_while(|b| b.is_ascii_digit() || **b == b'-')
         .count();
-    if digits == 0 {
-        data
-    } else {
-        &rest[start..start + digits]
-    }
+    (digits > 0).then(|| &rest[start..start + digits])
 }
 
 /// Sequence numbers of one local stream: fixed width, so numeric order is
