@@ -85,11 +85,11 @@ pub struct ProduceReport {
     pub last_error: Option<String>,
 }
 
-/// The partition key: the event id when the line has one, so that re-sends of
-/// an event land on its shard (as the ingest front door does).
-/// The same digits the local stream keys by (`stream::event_id_digits`), read
-/// without parsing the line; a line without them, or with more than Kinesis
-/// takes in a key, is keyed by its length.
+/// The partition key: the event id's digits when the line has them, so that
+/// re-sends of an event land on its shard (as the ingest front door does). They
+/// are read as the local stream reads them (`stream::event_id_digits`), without
+/// parsing the line; a line without them, or with more than Kinesis takes in a
+/// key, is keyed by its length.
 pub fn partition_key(line: &[u8]) -> String {
     event_id_digits(line)
         .filter(|digits| digits.len() <= MAX_PARTITION_KEY_BYTES)

@@ -50,7 +50,8 @@ struct Samples {
     len: usize,
     next: usize,
     /// The last answer of `slowest_since` and the `now_ms` it was for: a batch
-    /// asks twice per claim, mostly within one millisecond. A record clears it.
+    /// asks twice per claim, mostly within one millisecond. `record` keeps it
+    /// current.
     cached: Option<(i64, Option<i64>)>,
 }
 

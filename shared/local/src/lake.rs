@@ -277,8 +277,8 @@ pub struct LakeSink {
     schema: SchemaRef,
     recovered_rows: u64,
     state: Mutex<State>,
-    /// Held by the one roll that writes Parquet (never while waiting for `state`
-    /// is needed by it: a roll takes `state` only briefly, at its ends).
+    /// Held by the one roll writing Parquet. A roll takes `state` only briefly,
+    /// at its seal and at its end, so holding this never holds up appends.
     rolling: Mutex<()>,
 }
 

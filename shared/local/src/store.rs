@@ -579,12 +579,10 @@ mod tests {
     #[test]
     fn a_truncated_item_is_refused_not_misread() {
         let bytes = item("shard/4900", "4899", false).encode();
-        for cut in 0..bytes.len() - 1 {
-            // Every cut before the shared-prefix byte fails; after it, the tail
-            // is merely shorter, which the length cannot tell.
-            if cut <= 8 + 1 + 2 + "shard/4900".len() {
-                assert_eq!(ClaimItem::decode(&bytes[..cut]), None, "cut at {cut}");
-            }
+        // Every cut up to the shared-prefix byte fails; after it, the tail is
+        // merely shorter, which the length cannot tell.
+        for cut in 0..=8 + 1 + 2 + "shard/4900".len() {
+            assert_eq!(ClaimItem::decode(&bytes[..cut]), None, "cut at {cut}");
         }
     }
 }

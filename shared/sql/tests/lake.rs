@@ -178,6 +178,15 @@ async fn rows_accepted_before_a_crash_are_written_by_the_next_open() {
     );
 }
 
+/// What a roll does to the open spool before it writes Parquet, as run `run`'s first.
+fn seal_open_spool(lake: &Path, run: &str) {
+    std::fs::rename(
+        lake.join("_spool.ndjson"),
+        lake.join(format!("_spool.sealed-{run}-00001.ndjson")),
+    )
+    .expect("seal");
+}
+
 #[tokio::test]
 async fn rows_in_spools_sealed_for_a_roll_that_never_finished_are_written_by_the_next_open() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -187,21 +196,13 @@ async fn rows_in_spools_sealed_for_a_roll_that_never_finished_are_written_by_the
     }
     // The process sealed that spool for a roll and died writing its files, after
     // accepting more rows into a new spool.
-    std::fs::rename(
-        dir.path().join("_spool.ndjson"),
-        dir.path().join("_spool.sealed-crashed-00001.ndjson"),
-    )
-    .expect("seal");
+    seal_open_spool(dir.path(), "crashed");
     {
         let sink = LakeSink::open(dir.path(), "second", 1_000).expect("open");
         assert_eq!(sink.stats().recovered_rows, 10);
         deliver(&sink, &records(10..25)).await;
     }
-    std::fs::rename(
-        dir.path().join("_spool.ndjson"),
-        dir.path().join("_spool.sealed-second-00001.ndjson"),
-    )
-    .expect("seal");
+    seal_open_spool(dir.path(), "second");
     {
         let sink = LakeSink::open(dir.path(), "third", 1_000).expect("open");
         assert_eq!(sink.stats().recovered_rows, 15);
