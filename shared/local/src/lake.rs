@@ -27,6 +27,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::Deserialize;
 use sightline_core::model::OutputEvent;
 use sightline_core::ports::{Delivery, EventSink};
@@ -111,6 +112,28 @@ pub fn file_schema() -> SchemaRef {
         Field::new("source_shard", DataType::Utf8, false),
         Field::new("source_sequence", DataType::Utf8, false),
     ]))
+}
+
+/// Columns whose values are (nearly) all distinct: a dictionary would hash every
+/// value and then hold each once anyway, so they are written plain. The others
+/// (camera, location, item, shard) repeat and keep their dictionaries.
+const PLAIN_COLUMNS: [&str; 4] = [
+    "detection_oid",
+    "timestamp_detected",
+    "ingested_at",
+    "source_sequence",
+];
+
+fn writer_properties() -> WriterProperties {
+    PLAIN_COLUMNS
+        .iter()
+        .fold(WriterProperties::builder(), |props, column| {
+            props.set_column_dictionary_enabled(ColumnPath::from(*column), false)
+        })
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_created_by(format!("sightline {}", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 /// One spool line: an output event as `write_json_line` wrote it.
@@ -580,17 +603,12 @@ impl LakeSink {
         let tmp = dir.join(format!(".{name}.tmp"));
         let path = dir.join(name);
         let file = File::create(&tmp).map_err(io_at(&tmp))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_created_by(format!("sightline {}", env!("CARGO_PKG_VERSION")))
-            .build();
         let parquet_err = |source| LakeError::Parquet {
             path: tmp.clone(),
             source,
         };
-        let mut writer =
-            ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(parquet_err)?;
+        let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(writer_properties()))
+            .map_err(parquet_err)?;
         writer.write(batch).map_err(parquet_err)?;
         let file = writer.into_inner().map_err(parquet_err)?;
         file.sync_all().map_err(io_at(&tmp))?;

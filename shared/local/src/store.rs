@@ -301,13 +301,21 @@ impl LocalClaimStore {
             }
             let sealed = index.open_generation;
             index.open_generation += 1;
-            let mut ids = Vec::with_capacity(index.pending.len());
-            for (id, (item, g)) in &index.pending {
-                if *g <= sealed {
-                    batch.insert(&self.claims, claim_key(*id), item.as_slice());
-                    ids.push(*id);
-                }
+            let mut items: Vec<(i64, &[u8])> = index
+                .pending
+                .iter()
+                .filter(|(_, (_, g))| *g <= sealed)
+                .map(|(id, (item, _))| (*id, item.as_slice()))
+                .collect();
+            // In key order (the big-endian bytes, so as u64): each memtable insert
+            // then walks the skip list near the one before it, whose nodes are
+            // still in cache. In hash order the commit took 4.1-4.8 s of a 1 M
+            // run, sorted 2.1-3.5 s (docs/benchmarks.md).
+            items.sort_unstable_by_key(|(id, _)| *id as u64);
+            for (id, item) in &items {
+                batch.insert(&self.claims, claim_key(*id), *item);
             }
+            let ids: Vec<i64> = items.into_iter().map(|(id, _)| id).collect();
             (ids, sealed)
         };
         let result = batch.durability(Some(PersistMode::SyncAll)).commit();

@@ -150,6 +150,45 @@ async fn rows_land_in_hive_partitions_with_the_glue_types_and_roll_by_size() {
 }
 
 #[tokio::test]
+async fn distinct_valued_columns_are_written_plain_and_repeating_ones_with_a_dictionary() {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = LakeSink::open(dir.path(), "run1", 1000).expect("open");
+    deliver(&sink, &records(0..300)).await;
+    sink.flush().expect("flush");
+    let events = dir.path().join("events");
+    let file = parquet_files(&events).into_iter().next().expect("a file");
+    let reader =
+        SerializedFileReader::new(std::fs::File::open(events.join(file)).expect("open file"))
+            .expect("parquet");
+    let row_group = reader.metadata().row_group(0);
+    let dictionary: Vec<(String, bool)> = row_group
+        .columns()
+        .iter()
+        .map(|c| {
+            (
+                c.column_path().string(),
+                c.dictionary_page_offset().is_some(),
+            )
+        })
+        .collect();
+    let want = [
+        ("detection_oid", false),
+        ("video_camera_oid", true),
+        ("geographical_location_oid", true),
+        ("item_name", true),
+        ("timestamp_detected", false),
+        ("geographical_location", true),
+        ("ingested_at", false),
+        ("source_shard", true),
+        ("source_sequence", false),
+    ]
+    .map(|(c, d)| (c.to_string(), d));
+    assert_eq!(dictionary, want);
+}
+
+#[tokio::test]
 async fn rows_accepted_before_a_crash_are_written_by_the_next_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
