@@ -66,6 +66,107 @@ const DELIVERED: u8 = 1;
 /// The batch's first sequence is stored as the length of the prefix it shares
 /// with the owner's sequence (one byte), then the rest.
 const SHARED_PREFIX: u8 = 2;
+/// The owner is `shardId-<12 digits>/<sequence>` and both sequences are plain
+/// decimals: stored as numbers (see [`Packed`]).
+const PACKED: u8 = 4;
+
+/// The usual claim in numbers: the shard's number (varint), the owner's sequence
+/// (16 bytes) and how far before it the batch's first sequence is (varint).
+/// 26-30 bytes where the text takes about 65, in the journal, the memtable, the
+/// flushes and the compactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed {
+    shard: u64,
+    sequence: u128,
+    back: u64,
+}
+
+const SHARD_PREFIX: &str = "shardId-";
+const SHARD_DIGITS: usize = 12;
+
+/// A decimal without a leading zero (or "0"), at most 38 digits: exactly what
+/// `u128`'s `Display` writes back.
+fn plain_decimal(text: &str) -> Option<u128> {
+    let b = text.as_bytes();
+    if b.is_empty() || b.len() > 38 || (b.len() > 1 && b[0] == b'0') {
+        return None;
+    }
+    b.iter().try_fold(0u128, |acc, &d| {
+        d.is_ascii_digit().then(|| acc * 10 + u128::from(d - b'0'))
+    })
+}
+
+impl Packed {
+    /// Only when the text is exactly what [`Packed::owner`] and
+    /// [`Packed::batch_first`] write back.
+    fn from_text(owner: &str, batch_first: &str) -> Option<Packed> {
+        let rest = owner.strip_prefix(SHARD_PREFIX)?;
+        let (shard, sequence) = rest.split_once('/')?;
+        if shard.len() != SHARD_DIGITS || !shard.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let shard = shard.parse().ok()?;
+        let sequence = plain_decimal(sequence)?;
+        let back = u64::try_from(sequence.checked_sub(plain_decimal(batch_first)?)?).ok()?;
+        Some(Packed {
+            shard,
+            sequence,
+            back,
+        })
+    }
+
+    fn owner(&self) -> String {
+        format!("{SHARD_PREFIX}{:012}/{}", self.shard, self.sequence)
+    }
+
+    fn batch_first(&self) -> String {
+        (self.sequence - u128::from(self.back)).to_string()
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.shard);
+        out.extend_from_slice(&self.sequence.to_be_bytes());
+        put_varint(out, self.back);
+    }
+
+    fn read(bytes: &[u8]) -> Option<Packed> {
+        let (shard, bytes) = get_varint(bytes)?;
+        let sequence = u128::from_be_bytes(bytes.get(..16)?.try_into().ok()?);
+        let (back, rest) = get_varint(bytes.get(16..)?)?;
+        // The shard had 12 digits, and `back` is never past the sequence.
+        if !rest.is_empty()
+            || shard >= 10u64.pow(SHARD_DIGITS as u32)
+            || u128::from(back) > sequence
+        {
+            return None;
+        }
+        Some(Packed {
+            shard,
+            sequence,
+            back,
+        })
+    }
+}
+
+/// LEB128: seven bits a byte, low first.
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn get_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
 
 /// The owner's sequence number: what follows `shardId/`.
 fn owner_sequence(owner: &[u8]) -> &[u8] {
@@ -75,13 +176,23 @@ fn owner_sequence(owner: &[u8]) -> &[u8] {
         .map_or(&[][..], |at| &owner[at + 1..])
 }
 
-/// `expires_at` (8, big-endian) | flags (1) | owner length (2) | owner |
-/// shared prefix length (1) | the rest of the batch's first sequence.
+/// `expires_at` (8, big-endian) | flags (1) | then either [`Packed`] (when the
+/// owner and the batch's first sequence have its shape: the local stream's
+/// claims) or: owner length (2) | owner | shared prefix length (1) | the rest of
+/// the batch's first sequence.
 ///
 /// A batch's first sequence number and the record's own share most of their
 /// digits; storing them once keeps a claim about 30 bytes shorter, bytes the
 /// journal, the memtable, the flushes and the compactions all copy.
 fn encode_item(owner: &str, batch_first: &str, expires_at: i64, delivered: bool) -> Vec<u8> {
+    let delivered = if delivered { DELIVERED } else { 0 };
+    if let Some(packed) = Packed::from_text(owner, batch_first) {
+        let mut out = Vec::with_capacity(8 + 1 + 10 + 16 + 10);
+        out.extend_from_slice(&expires_at.to_be_bytes());
+        out.push(PACKED | delivered);
+        packed.write(&mut out);
+        return out;
+    }
     let owner = owner.as_bytes();
     let len = u16::try_from(owner.len()).unwrap_or(u16::MAX);
     let owner = &owner[..usize::from(len)];
@@ -94,7 +205,7 @@ fn encode_item(owner: &str, batch_first: &str, expires_at: i64, delivered: bool)
         .count();
     let mut out = Vec::with_capacity(12 + owner.len() + batch_first.len() - shared);
     out.extend_from_slice(&expires_at.to_be_bytes());
-    out.push(SHARED_PREFIX | if delivered { DELIVERED } else { 0 });
+    out.push(SHARED_PREFIX | delivered);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(owner);
     // `shared` is at most 255 by the `take` above.
@@ -125,6 +236,15 @@ impl ClaimItem {
     fn decode(bytes: &[u8]) -> Option<ClaimItem> {
         let expires_at = i64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
         let flags = *bytes.get(8)?;
+        if flags & PACKED != 0 {
+            let packed = Packed::read(bytes.get(9..)?)?;
+            return Some(ClaimItem {
+                owner: packed.owner(),
+                batch_first_sequence: packed.batch_first(),
+                expires_at,
+                delivered: flags & DELIVERED != 0,
+            });
+        }
         let len = usize::from(u16::from_be_bytes(bytes.get(9..11)?.try_into().ok()?));
         let owner_bytes = bytes.get(11..11 + len)?;
         let owner = std::str::from_utf8(owner_bytes).ok()?;
@@ -203,6 +323,12 @@ impl LocalClaimStore {
     pub fn open(dir: &Path, now_secs: i64) -> Result<(Self, OpenStats), StoreError> {
         let db = Database::builder(dir)
             .cache_size(BLOCK_CACHE_BYTES)
+            // fjall's default on two cores is two workers, and with two its
+            // first worker re-queues each compaction request to itself, in a
+            // loop, while the second compacts (`worker_tick`): 4 % of a run's
+            // CPU. One worker flushes and compacts in turn: 15-20 % less CPU at
+            // 5 M events (docs/benchmarks.md).
+            .worker_threads(1)
             .open()?;
         let claims = db.keyspace("claims", || {
             KeyspaceCreateOptions::default()
@@ -555,8 +681,80 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_stores_the_digits_its_batch_shares_with_it_once() {
+    fn a_local_stream_claim_is_stored_as_numbers_and_reads_back_the_same() {
         let owner = "shardId-000000000003/49000000000001000300000000000000012345";
+        let first = "49000000000001000300000000000000010000";
+        let original = item(owner, first, true);
+        let bytes = original.encode();
+        // expires_at, flags, the shard (1), the sequence (16), 2,345 back (2).
+        assert_eq!(bytes.len(), 8 + 1 + 1 + 16 + 2);
+        assert_eq!(bytes[8], PACKED | DELIVERED);
+        assert_eq!(ClaimItem::decode(&bytes), Some(original));
+    }
+
+    #[test]
+    fn owners_the_numbers_cannot_write_back_exactly_are_stored_as_text() {
+        let seq = "49000000000001000300000000000000012345";
+        for (owner, first) in [
+            // A KPL user record's owner has its index after the sequence.
+            (format!("shardId-000000000003/{seq}/7"), seq.to_string()),
+            (format!("shardId-00000000003/{seq}"), seq.to_string()),
+            (format!("shardId-0000000000003/{seq}"), seq.to_string()),
+            (format!("shardid-000000000003/{seq}"), seq.to_string()),
+            (format!("shardId-00000000000x/{seq}"), seq.to_string()),
+            (format!("shardId-000000000003/0{seq}"), seq.to_string()),
+            (format!("shardId-000000000003/{seq}"), format!("0{seq}")),
+            (format!("shardId-000000000003/{seq}"), format!("{seq}1")),
+            (format!("shardId-000000000003/{seq}"), "-1".to_string()),
+            (format!("shardId-000000000003/{seq}"), String::new()),
+            // Kinesis's own sequence numbers have 56 digits: over u128.
+            (
+                format!("shardId-000000000003/{}", "4".repeat(56)),
+                "4".repeat(56),
+            ),
+        ] {
+            let original = item(&owner, &first, false);
+            let bytes = original.encode();
+            assert_eq!(bytes[8] & PACKED, 0, "{owner} {first}");
+            assert_eq!(ClaimItem::decode(&bytes), Some(original));
+        }
+        for (owner, first) in [
+            ("shardId-000000000000/0", "0"),
+            ("shardId-999999999999/1", "0"),
+        ] {
+            let bytes = item(owner, first, false).encode();
+            assert_ne!(bytes[8] & PACKED, 0, "{owner} {first}");
+            assert_eq!(ClaimItem::decode(&bytes), Some(item(owner, first, false)));
+        }
+    }
+
+    #[test]
+    fn a_packed_item_that_does_not_read_back_is_refused() {
+        let bytes = item(
+            "shardId-000000000003/49000000000001000300000000000000012345",
+            "49000000000001000300000000000000010000",
+            false,
+        )
+        .encode();
+        for cut in 0..bytes.len() {
+            assert_eq!(ClaimItem::decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(ClaimItem::decode(&longer), None);
+        let mut past_zero = bytes[..9].to_vec();
+        Packed {
+            shard: 1,
+            sequence: 5,
+            back: 6,
+        }
+        .write(&mut past_zero);
+        assert_eq!(ClaimItem::decode(&past_zero), None);
+    }
+
+    #[test]
+    fn a_claim_stores_the_digits_its_batch_shares_with_it_once() {
+        let owner = "shard-3/49000000000001000300000000000000012345";
         let first = "49000000000001000300000000000000010000";
         // They differ from the 35th digit on: "2345" against "0000".
         let bytes = item(owner, first, false).encode();
