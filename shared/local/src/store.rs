@@ -71,9 +71,9 @@ const SHARED_PREFIX: u8 = 2;
 const PACKED: u8 = 4;
 
 /// The usual claim in numbers: the shard's number (varint), the owner's sequence
-/// (16 bytes) and how far before it the batch's first sequence is (varint).
-/// 26-30 bytes where the text takes about 65, in the journal, the memtable, the
-/// flushes and the compactions.
+/// (16 bytes) and how far before it the batch's first sequence is (varint). A
+/// local stream's claim item is then about 28 bytes where the text made about
+/// 75: half the claim store's directory at 5 M events (docs/benchmarks.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Packed {
     shard: u64,
@@ -435,7 +435,7 @@ impl LocalClaimStore {
                 .collect();
             // In key order (the big-endian bytes, so as u64): each memtable insert
             // then walks the skip list near the one before it, whose nodes are
-            // still in cache. In hash order the commit took 4.1-4.8 s of a 1 M
+            // still in cache. In hash order the commits took 3.9-4.9 s of a 1 M
             // run, sorted 2.1-3.5 s (docs/benchmarks.md).
             items.sort_unstable_by_key(|(id, _)| *id as u64);
             for (id, item) in &items {
