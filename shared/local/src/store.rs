@@ -278,8 +278,11 @@ fn checkpoint_key(shard_id: &str, first_sequence: &str) -> String {
 
 /// The claims' memtable is flushed to a table at this size (fjall's default is
 /// 64 MiB, held twice while a sealed one is flushed). Measured in
-/// docs/benchmarks.md: 80 MB less peak RSS for about 8 % more CPU.
-const CLAIMS_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+/// docs/benchmarks.md: 16 MiB gave 80 MB less peak RSS than 64 for about 8 %
+/// more CPU; 8 MiB, once claims were inserted in key order and fjall ran one
+/// worker, 15-25 MB less again at no cost in time (4 MiB saved memory only at
+/// 1 M events, and was slower).
+const CLAIMS_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// fjall's block cache (its default is 32 MiB; 8 MiB until 5 M events peaked
 /// over 256 MB). The Bloom filter in front of
