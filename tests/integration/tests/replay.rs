@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
+use dedup_enrich::Config;
 use sightline::replay::{ArchiveSource, Targets, replay_range};
 use sightline_aws::DynamoClaimStore;
 use sightline_integration_tests::fault_proxy::{Fault, FaultProxy, Rule};
 use sightline_integration_tests::{
-    Stack, assert_exactly_once, assert_exactly_once_via, drain_shard, drain_with_mapping, endpoint,
-    esm_config, traffic,
+    Drain, ShardRecord, Stack, assert_exactly_once, assert_exactly_once_via, drain_shard,
+    drain_with_mapping, endpoint, esm_config, traffic,
 };
 use sightline_local::esm::OnFailureRecord;
 
@@ -22,6 +23,45 @@ fn stream_arn(stack: &Stack) -> String {
         "arn:aws:kinesis:us-east-1:123456789012:stream/{}",
         stack.kinesis_stream
     )
+}
+
+/// The records of the stack's one shard.
+async fn one_shard(stack: &Stack) -> Vec<ShardRecord> {
+    stack.read_all().await.into_values().next().expect("shard")
+}
+
+/// Drains `records` with the lake's Firehose down (`firehose_down`, a rule on
+/// `Firehose.PutRecordBatch`) and claim releases failing, two attempts a call
+/// and one retry by the mapping: the batch's claims stay held, unmarked, and
+/// the mapping gives up on it. Returns the drain and its on-failure record.
+async fn give_up_with_claims_held(
+    stack: &Stack,
+    mut config: Config,
+    firehose_down: Rule,
+    records: &[ShardRecord],
+) -> (Drain, OnFailureRecord) {
+    let proxy = FaultProxy::start(&endpoint(), SEED).await;
+    proxy.add(firehose_down);
+    proxy.add(Rule::always(
+        "DynamoDB.DeleteItem",
+        Fault::DynamoInternalError,
+    ));
+    config.retry_max_attempts = 2;
+    let app = stack
+        .app_via(&config, &proxy, Duration::from_millis(800))
+        .await;
+    let mut mapping = esm_config(records.len());
+    mapping.maximum_retry_attempts = Some(1);
+    mapping.stream_arn = stream_arn(stack);
+    let drain = drain_with_mapping(&app, records, mapping).await;
+    for line in drain.esm.lines() {
+        println!("{line}");
+    }
+    let gave_up = drain.esm.gave_up();
+    assert_eq!(gave_up.len(), 1, "the mapping gave up on the batch");
+    let message = gave_up[0].clone();
+    assert!(stack.lake_lines().await.is_empty(), "nothing was delivered");
+    (drain, message)
 }
 
 fn targets<'a>(stack: &'a Stack, claims: &'a DynamoClaimStore, dry_run: bool) -> Targets<'a> {
@@ -41,36 +81,17 @@ async fn a_replay_releases_the_claims_a_given_up_range_holds_and_every_event_lan
     let stack = Stack::create("r-release", 1).await;
     let t = traffic(40);
     stack.put(&t.payloads).await;
-    let original = stack.read_all().await;
-    let records = original.values().next().expect("shard").clone();
+    let records = one_shard(&stack).await;
 
     // Firehose is down and claim releases fail: the batch's claims stay held,
     // unmarked, and the mapping gives up on it after its retry quota.
-    let proxy = FaultProxy::start(&endpoint(), SEED).await;
-    proxy.add(Rule::always(
-        "Firehose.PutRecordBatch",
-        Fault::FirehoseUnavailable,
-    ));
-    proxy.add(Rule::always(
-        "DynamoDB.DeleteItem",
-        Fault::DynamoInternalError,
-    ));
-    let mut config = stack.config();
-    config.retry_max_attempts = 2;
-    let app = stack
-        .app_via(&config, &proxy, Duration::from_millis(800))
-        .await;
-    let mut mapping = esm_config(records.len());
-    mapping.maximum_retry_attempts = Some(1);
-    mapping.stream_arn = stream_arn(&stack);
-    let drain = drain_with_mapping(&app, &records, mapping).await;
-    for line in drain.esm.lines() {
-        println!("{line}");
-    }
-    let gave_up = drain.esm.gave_up();
-    assert_eq!(gave_up.len(), 1, "the mapping gave up on the batch");
-    let message = gave_up[0].clone();
-    assert!(stack.lake_lines().await.is_empty(), "nothing was delivered");
+    let (_, message) = give_up_with_claims_held(
+        &stack,
+        stack.config(),
+        Rule::always("Firehose.PutRecordBatch", Fault::FirehoseUnavailable),
+        &records,
+    )
+    .await;
     let held = stack
         .clients
         .dynamodb
@@ -84,7 +105,6 @@ async fn a_replay_releases_the_claims_a_given_up_range_holds_and_every_event_lan
         held > 0,
         "claims are still held: a plain re-put would be dropped as duplicates"
     );
-    proxy.clear();
 
     // A dry run changes nothing.
     let claims = DynamoClaimStore::new(stack.clients.dynamodb.clone(), &stack.table);
@@ -114,18 +134,14 @@ async fn a_replay_releases_the_claims_a_given_up_range_holds_and_every_event_lan
 
     // The mapping reads the records put back (after the originals) with a
     // healthy function.
-    let again = stack.read_all().await;
-    let replayed: Vec<_> = again
-        .values()
-        .next()
-        .expect("shard")
-        .iter()
+    let replayed: Vec<_> = one_shard(&stack)
+        .await
+        .into_iter()
         .filter(|r| {
             !records
                 .iter()
                 .any(|o| o.sequence_number == r.sequence_number)
         })
-        .cloned()
         .collect();
     assert_eq!(replayed.len(), done.put);
     let healthy = stack.app(&stack.config());
@@ -144,13 +160,7 @@ async fn a_replay_of_a_range_that_was_delivered_puts_nothing_back() {
     let stack = Stack::create("r-noop", 1).await;
     let t = traffic(30);
     stack.put(&t.payloads).await;
-    let records = stack
-        .read_all()
-        .await
-        .values()
-        .next()
-        .expect("shard")
-        .clone();
+    let records = one_shard(&stack).await;
     let app = stack.app(&stack.config());
     drain_shard(&app, &records, 100, 10).await;
     assert_exactly_once(&stack.lake_lines().await, &t.unique);
@@ -184,13 +194,7 @@ async fn a_range_the_stream_no_longer_holds_is_refused() {
     let stack = Stack::create("r-gone", 1).await;
     let t = traffic(5);
     stack.put(&t.payloads).await;
-    let records = stack
-        .read_all()
-        .await
-        .values()
-        .next()
-        .expect("shard")
-        .clone();
+    let records = one_shard(&stack).await;
     // A sequence number before anything the shard holds, as after the stream
     // trimmed it past its retention (moto numbers records from 1).
     let message = OnFailureRecord::for_range(
@@ -207,7 +211,7 @@ async fn a_range_the_stream_no_longer_holds_is_refused() {
     let chain = sightline_core::batch::chain(&err).to_string();
     println!("refused: {chain}");
     assert!(chain.contains("cannot replay"), "{chain}");
-    let after = stack.read_all().await.values().next().expect("shard").len();
+    let after = one_shard(&stack).await.len();
     assert_eq!(after, records.len(), "nothing was put back");
 }
 
@@ -219,41 +223,20 @@ async fn a_range_the_stream_no_longer_holds_is_replayed_from_the_raw_archive_and
     let archive = stack.create_archive().await;
     let t = traffic(40);
     stack.put(&t.payloads).await;
-    let records = stack
-        .read_all()
-        .await
-        .values()
-        .next()
-        .expect("shard")
-        .clone();
+    let records = one_shard(&stack).await;
 
     // The lake's Firehose is down (the archive's is not) and claim releases
     // fail: the mapping gives up on the batch with its claims still held. Each
     // attempt archived the batch again.
-    let proxy = FaultProxy::start(&endpoint(), SEED).await;
-    proxy.add(
+    let (drain, message) = give_up_with_claims_held(
+        &stack,
+        stack.config_with_archive(&archive),
         Rule::always("Firehose.PutRecordBatch", Fault::FirehoseUnavailable)
             .when_body_contains(&stack.delivery_stream),
-    );
-    proxy.add(Rule::always(
-        "DynamoDB.DeleteItem",
-        Fault::DynamoInternalError,
-    ));
-    let mut config = stack.config_with_archive(&archive);
-    config.retry_max_attempts = 2;
-    let app = stack
-        .app_via(&config, &proxy, Duration::from_millis(800))
-        .await;
-    let mut mapping = esm_config(records.len());
-    mapping.maximum_retry_attempts = Some(1);
-    mapping.stream_arn = stream_arn(&stack);
-    let drain = drain_with_mapping(&app, &records, mapping).await;
-    let gave_up = drain.esm.gave_up();
-    assert_eq!(gave_up.len(), 1, "the mapping gave up on the batch");
-    let message = gave_up[0].clone();
+        &records,
+    )
+    .await;
     assert_eq!(drain.stats.archive_failed, 0);
-    assert!(stack.lake_lines().await.is_empty(), "nothing was delivered");
-    proxy.clear();
 
     // moto wrote the archive's Firehose records to S3 as they came: plain
     // prefix plus YYYY/MM/DD/HH/, uncompressed.
@@ -400,13 +383,7 @@ async fn an_archive_outage_is_counted_and_every_event_still_reaches_the_lake() {
     let archive = stack.create_archive().await;
     let t = traffic(30);
     stack.put(&t.payloads).await;
-    let records = stack
-        .read_all()
-        .await
-        .values()
-        .next()
-        .expect("shard")
-        .clone();
+    let records = one_shard(&stack).await;
     let proxy = FaultProxy::start(&endpoint(), SEED).await;
     proxy.add(
         Rule::always("Firehose.PutRecordBatch", Fault::FirehoseUnavailable)
