@@ -124,7 +124,23 @@ locals {
 
 # Athena stores a view as a Glue VIRTUAL_VIEW whose original text is the base64
 # Presto view definition; creating it here means QuickSight and the dashboards have it
-# right after apply.
+# right after apply. One encoding for every view (this one and rollups.tf's two).
+locals {
+  presto_views = {
+    events_dedup       = { sql = local.dedup_view_sql, columns = local.dedup_view_columns }
+    events_hourly_live = { sql = local.hourly_live_view_sql, columns = local.hourly_live_view_columns }
+    events_dashboard   = { sql = local.dashboard_view_sql, columns = local.dashboard_view_columns }
+  }
+  presto_view_text = {
+    for name, view in local.presto_views : name => "/* Presto View: ${base64encode(jsonencode({
+      originalSql = replace(trimspace(view.sql), "\n", " ")
+      catalog     = "awsdatacatalog"
+      schema      = aws_glue_catalog_database.this.name
+      columns     = [for c in view.columns : { name = c.name, type = c.presto }]
+    }))} */"
+  }
+}
+
 resource "aws_glue_catalog_table" "events_dedup" {
   name          = "events_dedup"
   database_name = aws_glue_catalog_database.this.name
@@ -137,12 +153,7 @@ resource "aws_glue_catalog_table" "events_dedup" {
   }
 
   view_expanded_text = "/* Presto View */"
-  view_original_text = "/* Presto View: ${base64encode(jsonencode({
-    originalSql = replace(trimspace(local.dedup_view_sql), "\n", " ")
-    catalog     = "awsdatacatalog"
-    schema      = aws_glue_catalog_database.this.name
-    columns     = [for c in local.dedup_view_columns : { name = c.name, type = c.presto }]
-  }))} */"
+  view_original_text = local.presto_view_text["events_dedup"]
 
   storage_descriptor {
     dynamic "columns" {

@@ -138,12 +138,7 @@ resource "aws_glue_catalog_table" "events_hourly_live" {
   }
 
   view_expanded_text = "/* Presto View */"
-  view_original_text = "/* Presto View: ${base64encode(jsonencode({
-    originalSql = replace(trimspace(local.hourly_live_view_sql), "\n", " ")
-    catalog     = "awsdatacatalog"
-    schema      = aws_glue_catalog_database.this.name
-    columns     = [for c in local.hourly_live_view_columns : { name = c.name, type = c.presto }]
-  }))} */"
+  view_original_text = local.presto_view_text["events_hourly_live"]
 
   storage_descriptor {
     dynamic "columns" {
@@ -170,12 +165,7 @@ resource "aws_glue_catalog_table" "events_dashboard" {
   }
 
   view_expanded_text = "/* Presto View */"
-  view_original_text = "/* Presto View: ${base64encode(jsonencode({
-    originalSql = replace(trimspace(local.dashboard_view_sql), "\n", " ")
-    catalog     = "awsdatacatalog"
-    schema      = aws_glue_catalog_database.this.name
-    columns     = [for c in local.dashboard_view_columns : { name = c.name, type = c.presto }]
-  }))} */"
+  view_original_text = local.presto_view_text["events_dashboard"]
 
   storage_descriptor {
     dynamic "columns" {
