@@ -9,6 +9,7 @@
 //! | quarantine | S3 objects | [`quarantine::QuarantineDir`] (files) |
 //! | input | Kinesis shards | [`stream`] + [`run`] |
 
+mod claim_log;
 pub mod esm;
 pub mod lake;
 pub mod quarantine;

@@ -167,6 +167,7 @@ impl RunSummary {
             "lake_rows_recovered": self.lake.recovered_rows,
             "claims_live_at_start": self.store.live_claims,
             "claims_expired_at_start": self.store.expired_removed,
+            "claims_replayed_from_log": self.store.replayed_from_log,
             "store_commits": self.store_commits,
             "stream_no": self.stream_no,
             "replay": self.replay,

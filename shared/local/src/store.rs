@@ -3,32 +3,41 @@
 //! Why fjall: claims are keyed by random 63-bit event ids. A B-tree store (redb,
 //! LMDB) rewrites a leaf page per random insert on every commit; measured with
 //! redb 4.6 on this machine, 23k claims/s at 5,000 per transaction. fjall is a
-//! pure-Rust LSM tree: a commit is one sequential journal append, measured at
-//! 114k claims/s with an fsync per 5,000. On top of it this adapter asks a
-//! Bloom filter of the claimed ids ([`crate::seen`]) before reading, so the
-//! common case (a new event) never reads the tree, with memory that hardly grows
-//! with the claims; and it group-commits: all claims in flight share one journal
-//! fsync.
+//! pure-Rust LSM tree. On top of it this adapter asks a Bloom filter of the
+//! claimed ids ([`crate::seen`]) before reading, so the common case (a new
+//! event) never reads the tree, with memory that hardly grows with the claims;
+//! and it group-commits: all claims in flight share one log append and fsync.
+//!
+//! Claims do not go through fjall's journal and memtable: a commit is a frame
+//! in the store's own log ([`crate::claim_log`]), the claims then wait in a
+//! hash table until [`StoreOptions::ingest_every`] have gathered, and are
+//! written into the tree as one sorted table (fjall's ingestion). Inserting
+//! each claim into the memtable's skip list was the largest single cost of a
+//! local run (docs/benchmarks.md).
 //!
 //! Semantics match `DynamoClaimStore`: a claim succeeds when no claim exists or
 //! the existing one expired (`expires_at < now`); otherwise the live claim comes
 //! back untouched. Expired claims are dropped when the store opens (the TTL).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::collections::hash_map::Entry as MapEntry;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use sightline_core::ports::{Checkpoint, ClaimOutcome, ClaimRequest, ClaimStore, ExistingClaim};
 use sightline_core::retry::{Classify, ErrorClass};
 
+use crate::claim_log::{self, ClaimLog, Entry, Frame, LogError};
 use crate::seen::SeenIds;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("embedded claim store")]
     Fjall(#[from] fjall::Error),
+    #[error("embedded claim store")]
+    Log(#[from] LogError),
     #[error("claim item for event {event_id} is corrupt")]
     Corrupt { event_id: i64 },
     #[error("checkpoint item {key:?} is corrupt")]
@@ -91,8 +100,18 @@ fn plain_decimal(text: &str) -> Option<u128> {
     if b.is_empty() || b.len() > 38 || (b.len() > 1 && b[0] == b'0') {
         return None;
     }
-    b.iter().try_fold(0u128, |acc, &d| {
-        d.is_ascii_digit().then(|| acc * 10 + u128::from(d - b'0'))
+    // In u64 halves of at most 19 digits: one u128 multiply, not one per digit
+    // (digit by digit, the two parses of a claim were most of its encoding).
+    let (high, low) = b.split_at(b.len().saturating_sub(19));
+    let scale = 10u128.pow(low.len() as u32);
+    Some(u128::from(decimal_u64(high)?) * scale + u128::from(decimal_u64(low)?))
+}
+
+/// At most 19 ASCII digits (0 for none).
+fn decimal_u64(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |acc, &d| {
+        let d = d.wrapping_sub(b'0');
+        (d < 10).then(|| acc * 10 + u64::from(d))
     })
 }
 
@@ -276,12 +295,9 @@ fn checkpoint_key(shard_id: &str, first_sequence: &str) -> String {
     format!("checkpoint#{shard_id}#{first_sequence}")
 }
 
-/// The claims' memtable is flushed to a table at this size (fjall's default is
-/// 64 MiB, held twice while a sealed one is flushed). Measured in
-/// docs/benchmarks.md: 16 MiB gave 80 MB less peak RSS than 64 for about 8 %
-/// more CPU; 8 MiB, once claims were inserted in key order and fjall ran one
-/// worker, 15-25 MB less again at no cost in time (4 MiB saved memory only at
-/// 1 M events, and was slower).
+/// fjall's memtable for the claims keyspace (its default is 64 MiB). Claims
+/// no longer pass through it (see the module's docs); only the removals of
+/// expired claims when the store opens do.
 const CLAIMS_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// fjall's block cache (its default is 32 MiB; 8 MiB until 5 M events peaked
@@ -289,12 +305,43 @@ const CLAIMS_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 /// the tree leaves few reads: held claims (re-sends) and its false "maybe"s.
 const BLOCK_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// Where the claim log's files go, inside the store's directory.
+const CLAIM_LOG_DIR: &str = "claim-log";
+
+/// Committed claims gathered before they are written into the tree as one
+/// table. Measured in docs/benchmarks.md.
+pub const INGEST_EVERY_CLAIMS: usize = 1 << 17;
+
+/// How the store batches its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Committed claims held in memory (and in the log) before they are written
+    /// into the tree: memory against the number of tables to compact.
+    pub ingest_every: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            ingest_every: INGEST_EVERY_CLAIMS,
+        }
+    }
+}
+
+/// Claims in the log but not yet in the tree: `None` for a deleted claim,
+/// which hides the tree's item.
+type Table = HashMap<i64, Entry>;
+
 struct Index {
     /// Ids that may hold a claim (a "maybe" is confirmed by reading it).
     seen: SeenIds,
     /// Claims made but not yet committed (the encoded item), with the generation
     /// that commits them.
     pending: HashMap<i64, (Vec<u8>, u64)>,
+    /// Committed to the log since the last ingestion began.
+    committed: Table,
+    /// Being written into the tree; read until it is there.
+    ingesting: Option<Arc<Table>>,
     /// Generation the next claim joins.
     open_generation: u64,
     failed: bool,
@@ -306,12 +353,16 @@ pub struct LocalClaimStore {
     claims: Keyspace,
     meta: Keyspace,
     index: Mutex<Index>,
-    /// Serialises commits: the holder commits every pending claim at once.
-    commit: tokio::sync::Mutex<()>,
+    /// The claim log, which also serialises commits: the holder commits every
+    /// pending claim at once.
+    log: tokio::sync::Mutex<ClaimLog>,
+    log_dir: PathBuf,
+    options: StoreOptions,
     /// Highest generation known durable.
     durable: AtomicU64,
     commits: AtomicU64,
     claims_made: AtomicU64,
+    ingestions: AtomicU64,
 }
 
 /// What opening the store found.
@@ -319,11 +370,40 @@ pub struct LocalClaimStore {
 pub struct OpenStats {
     pub live_claims: u64,
     pub expired_removed: u64,
+    /// Claims (and deletions) replayed from the claim log into the tree.
+    pub replayed_from_log: u64,
+}
+
+/// Writes `table` into the tree as one sorted table; deleted claims as tombstones.
+fn ingest(claims: &Keyspace, table: &Table) -> Result<(), StoreError> {
+    if table.is_empty() {
+        return Ok(());
+    }
+    let mut sorted: Vec<(&i64, &Entry)> = table.iter().collect();
+    // The key is the id's big-endian bytes: their order is the id's as u64.
+    sorted.sort_unstable_by_key(|(id, _)| **id as u64);
+    let mut ingestion = claims.start_ingestion()?;
+    for (id, entry) in sorted {
+        match entry {
+            Some(item) => ingestion.write(claim_key(*id), item.as_slice())?,
+            None => ingestion.write_tombstone(claim_key(*id))?,
+        }
+    }
+    ingestion.finish()?;
+    Ok(())
 }
 
 impl LocalClaimStore {
     /// Opens (or creates) the store in `dir`, dropping claims expired at `now_secs`.
     pub fn open(dir: &Path, now_secs: i64) -> Result<(Self, OpenStats), StoreError> {
+        Self::open_with(dir, now_secs, StoreOptions::default())
+    }
+
+    pub fn open_with(
+        dir: &Path,
+        now_secs: i64,
+        options: StoreOptions,
+    ) -> Result<(Self, OpenStats), StoreError> {
         let db = Database::builder(dir)
             .cache_size(BLOCK_CACHE_BYTES)
             // fjall's default on two cores is two workers, and with two its
@@ -340,8 +420,23 @@ impl LocalClaimStore {
                 .expect_point_read_hits(true)
         })?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        let mut seen = SeenIds::new();
         let mut stats = OpenStats::default();
+
+        // Claims committed to the log by the last run and not yet in the tree.
+        let log_dir = dir.join(CLAIM_LOG_DIR);
+        let recovered = claim_log::recover(&log_dir)?;
+        ingest(&claims, &recovered.entries)?;
+        stats.replayed_from_log = recovered.entries.len() as u64;
+        let next_log = match recovered.through {
+            Some(through) => {
+                claim_log::remove_through(&log_dir, through)?;
+                through + 1
+            }
+            None => 1,
+        };
+        let log = ClaimLog::create(&log_dir, next_log)?;
+
+        let mut seen = SeenIds::new();
         let mut expired = db.batch();
         for guard in claims.iter() {
             let (key, value) = guard.into_inner()?;
@@ -368,13 +463,18 @@ impl LocalClaimStore {
             index: Mutex::new(Index {
                 seen,
                 pending: HashMap::new(),
+                committed: HashMap::new(),
+                ingesting: None,
                 open_generation: 1,
                 failed: false,
             }),
-            commit: tokio::sync::Mutex::new(()),
+            log: tokio::sync::Mutex::new(log),
+            log_dir,
+            options,
             durable: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             claims_made: AtomicU64::new(0),
+            ingestions: AtomicU64::new(0),
         };
         Ok((store, stats))
     }
@@ -391,6 +491,11 @@ impl LocalClaimStore {
     /// Claims written since the store opened (new ones and expired ones taken over).
     pub fn claims_made(&self) -> u64 {
         self.claims_made.load(Ordering::Relaxed)
+    }
+
+    /// Tables of committed claims written into the tree since the store opened.
+    pub fn ingestions(&self) -> u64 {
+        self.ingestions.load(Ordering::Relaxed)
     }
 
     /// `event_id`'s claim item, pending or committed, read only when the filter
@@ -413,62 +518,93 @@ impl LocalClaimStore {
         if self.durable.load(Ordering::Acquire) >= generation {
             return Ok(());
         }
-        let _turn = self.commit.lock().await;
+        let mut log = self.log.lock().await;
         if self.durable.load(Ordering::Acquire) >= generation {
             return Ok(());
         }
         // Let the claims polled alongside this one join the commit before it is
         // sealed; otherwise the first claimer of a batch commits alone.
         tokio::task::yield_now().await;
-        // The journal batch is built from the pending items in place: one copy of
-        // each encoded item, into the batch.
-        let mut batch = self.db.batch();
-        let (ids, sealed) = {
+        let (mut frame, ids, sealed) = {
             let mut index = self.index()?;
             if index.failed {
                 return Err(StoreError::Failed);
             }
             let sealed = index.open_generation;
             index.open_generation += 1;
-            let mut items: Vec<(i64, &[u8])> = index
-                .pending
-                .iter()
-                .filter(|(_, (_, g))| *g <= sealed)
-                .map(|(id, (item, _))| (*id, item.as_slice()))
-                .collect();
-            // In key order (the big-endian bytes, so as u64): each memtable insert
-            // then walks the skip list near the one before it, whose nodes are
-            // still in cache. In hash order the commits took 3.9-4.9 s of a 1 M
-            // run, sorted 2.1-3.5 s (docs/benchmarks.md).
-            items.sort_unstable_by_key(|(id, _)| *id as u64);
-            for (id, item) in &items {
-                batch.insert(&self.claims, claim_key(*id), *item);
-            }
-            let ids: Vec<i64> = items.into_iter().map(|(id, _)| id).collect();
-            (ids, sealed)
-        };
-        let result = batch.durability(Some(PersistMode::SyncAll)).commit();
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        let mut index = self.index()?;
-        match result {
-            Ok(()) => {
-                for id in &ids {
-                    if index.pending.get(id).is_some_and(|(_, g)| *g <= sealed) {
-                        index.pending.remove(id);
-                    }
+            let mut frame = Frame::with_capacity(index.pending.len());
+            let mut ids = Vec::with_capacity(index.pending.len());
+            for (id, (item, g)) in &index.pending {
+                if *g <= sealed {
+                    frame.push(*id, Some(item));
+                    ids.push(*id);
                 }
-                self.durable.store(sealed, Ordering::Release);
-                Ok(())
             }
-            Err(e) => {
+            (frame, ids, sealed)
+        };
+        let result = if ids.is_empty() {
+            Ok(())
+        } else {
+            log.append(&mut frame)
+        };
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        let to_ingest = {
+            let mut guard = self.index()?;
+            let index = &mut *guard;
+            if let Err(e) = result {
                 // Nothing in this generation is durable: forget the claims, refuse
                 // further work, and let the batch report its records for retry.
                 for id in &ids {
                     index.pending.remove(id);
                 }
                 index.failed = true;
-                Err(e.into())
+                return Err(e.into());
             }
+            for id in ids {
+                if let MapEntry::Occupied(pending) = index.pending.entry(id)
+                    && pending.get().1 <= sealed
+                {
+                    let (item, _) = pending.remove();
+                    index.committed.insert(id, Some(item));
+                }
+            }
+            self.durable.store(sealed, Ordering::Release);
+            if index.ingesting.is_none() && index.committed.len() >= self.options.ingest_every {
+                let table = Arc::new(std::mem::take(&mut index.committed));
+                index.ingesting = Some(table.clone());
+                Some(table)
+            } else {
+                None
+            }
+        };
+        let Some(table) = to_ingest else {
+            return Ok(());
+        };
+        // Commits from here on go to the next log; the closed ones hold exactly
+        // the table being ingested (and tables ingested before it).
+        let closed = log.rotate().inspect_err(|_| self.fail());
+        drop(log);
+        self.finish_ingestion(&table, closed?)
+    }
+
+    /// Writes a sealed table into the tree, then deletes the logs that held it.
+    /// Other shards go on committing to the next log meanwhile.
+    fn finish_ingestion(&self, table: &Table, closed_log: u64) -> Result<(), StoreError> {
+        let result = ingest(&self.claims, table)
+            .and_then(|()| Ok(claim_log::remove_through(&self.log_dir, closed_log)?));
+        if result.is_err() {
+            // The claims stay readable from `ingesting`, and durable in the logs.
+            self.fail();
+            return result;
+        }
+        self.ingestions.fetch_add(1, Ordering::Relaxed);
+        self.index()?.ingesting = None;
+        Ok(())
+    }
+
+    fn fail(&self) {
+        if let Ok(mut index) = self.index() {
+            index.failed = true;
         }
     }
 
@@ -494,18 +630,30 @@ impl LocalClaimStore {
         })
     }
 
-    /// The claim item, committed or pending, under the index lock held by the caller.
+    /// The claim item, pending, committed, being ingested or in the tree, under
+    /// the index lock held by the caller.
     fn read_claim(&self, index: &Index, event_id: i64) -> Result<Option<ClaimItem>, StoreError> {
+        let decode = |item: &[u8]| {
+            ClaimItem::decode(item)
+                .map(Some)
+                .ok_or(StoreError::Corrupt { event_id })
+        };
         if let Some((item, _)) = index.pending.get(&event_id) {
-            return ClaimItem::decode(item)
-                .map(Some)
-                .ok_or(StoreError::Corrupt { event_id });
+            return decode(item);
         }
-        match self.claims.get(claim_key(event_id))? {
-            Some(v) => ClaimItem::decode(&v)
-                .map(Some)
-                .ok_or(StoreError::Corrupt { event_id }),
-            None => Ok(None),
+        let logged = index.committed.get(&event_id).or_else(|| {
+            index
+                .ingesting
+                .as_ref()
+                .and_then(|table| table.get(&event_id))
+        });
+        match logged {
+            Some(Some(item)) => decode(item),
+            Some(None) => Ok(None),
+            None => match self.claims.get(claim_key(event_id))? {
+                Some(v) => decode(&v),
+                None => Ok(None),
+            },
         }
     }
 
@@ -519,7 +667,7 @@ impl LocalClaimStore {
         // Settle any pending claim first, so the rewrite is ordered after it.
         let generation = self.index()?.open_generation;
         self.make_durable(generation).await?;
-        let _turn = self.commit.lock().await;
+        let mut log = self.log.lock().await;
         let Some(mut item) = self.read_claim(&*self.index()?, event_id)? else {
             return Ok(());
         };
@@ -527,12 +675,11 @@ impl LocalClaimStore {
             return Ok(());
         }
         let keep = change(&mut item);
-        if keep {
-            self.claims.insert(claim_key(event_id), item.encode())?;
-        } else {
-            self.claims.remove(claim_key(event_id))?;
-        }
-        self.db.persist(PersistMode::SyncAll)?;
+        let entry = keep.then(|| item.encode());
+        let mut frame = Frame::with_capacity(1);
+        frame.push(event_id, entry.as_deref());
+        log.append(&mut frame)?;
+        self.index()?.committed.insert(event_id, entry);
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -729,6 +876,38 @@ mod tests {
             assert_ne!(bytes[8] & PACKED, 0, "{owner} {first}");
             assert_eq!(ClaimItem::decode(&bytes), Some(item(owner, first, false)));
         }
+    }
+
+    #[test]
+    fn plain_decimals_read_as_u128s_parse_does_and_nothing_else_reads() {
+        let mut rng = fastrand::Rng::with_seed(16);
+        for len in 1..=38 {
+            for _ in 0..200 {
+                let mut text: String = (0..len).map(|_| rng.digit(10)).collect();
+                if len > 1 && text.starts_with('0') {
+                    text.replace_range(..1, "7");
+                }
+                assert_eq!(plain_decimal(&text), text.parse::<u128>().ok(), "{text}");
+            }
+        }
+        let max = u128::MAX.to_string();
+        assert_eq!(max.len(), 39);
+        for text in [
+            "",
+            "00",
+            "01",
+            "-1",
+            "+1",
+            "1 ",
+            "1a",
+            "١",
+            &max,
+            &"9".repeat(39),
+        ] {
+            assert_eq!(plain_decimal(text), None, "{text:?}");
+        }
+        assert_eq!(plain_decimal(&"9".repeat(38)), Some(10u128.pow(38) - 1));
+        assert_eq!(plain_decimal("0"), Some(0));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use sightline_core::fakes::MemoryStore;
 use sightline_core::ports::{Checkpoint, ClaimOutcome, ClaimRequest, ClaimStore};
-use sightline_local::store::LocalClaimStore;
+use sightline_local::store::{LocalClaimStore, StoreOptions};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -147,29 +147,50 @@ async fn apply<S: ClaimStore>(store: &S, op: &Op) -> Answer {
     }
 }
 
+/// Runs `ops` against the model and the embedded store, reopening where asked.
+fn check_against_the_model(ops: &[Op], options: StoreOptions) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let model = MemoryStore::default();
+        // Opening at time 0 drops nothing: every expiry in these ops is >= 0.
+        let open = || LocalClaimStore::open_with(dir.path(), 0, options).expect("open");
+        let (mut local, _) = open();
+        for (i, op) in ops.iter().enumerate() {
+            if let Op::Reopen = op {
+                drop(local);
+                local = open().0;
+                continue;
+            }
+            let want = apply(&model, op).await;
+            let got = apply(&local, op).await;
+            prop_assert_eq!(got, want, "op {} of {:?}", i, ops);
+        }
+        Ok(())
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
+    /// Claims mostly wait in the log and in memory (the default: thousands
+    /// gather before they are written into the tree), and are replayed from
+    /// the log on a reopen.
     #[test]
     fn answers_like_the_claim_table_model(ops in proptest::collection::vec(op(), 1..40)) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let model = MemoryStore::default();
-            // Opening at time 0 drops nothing: every expiry in these ops is >= 0.
-            let (mut local, _) = LocalClaimStore::open(dir.path(), 0).expect("open");
-            for (i, op) in ops.iter().enumerate() {
-                if let Op::Reopen = op {
-                    drop(local);
-                    local = LocalClaimStore::open(dir.path(), 0).expect("reopen").0;
-                    continue;
-                }
-                let want = apply(&model, op).await;
-                let got = apply(&local, op).await;
-                prop_assert_eq!(got, want, "op {} of {:?}", i, ops);
-            }
-            Ok(())
-        })?;
+        check_against_the_model(&ops, StoreOptions::default())?;
+    }
+
+    /// Every commit is written into the tree at once: claims, marks and
+    /// releases (as tombstones) are read back from the tree.
+    #[test]
+    fn answers_like_the_claim_table_model_when_every_commit_goes_into_the_tree(
+        ops in proptest::collection::vec(op(), 1..40),
+    ) {
+        check_against_the_model(&ops, StoreOptions { ingest_every: 1 })?;
     }
 }
 
@@ -245,4 +266,49 @@ async fn concurrent_claims_share_one_commit() {
         store.commits()
     );
     assert_eq!(store.claims_made(), 1000);
+}
+
+#[tokio::test]
+async fn claims_committed_to_the_log_but_not_the_tree_are_replayed_when_the_store_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions { ingest_every: 3 };
+    let req = |id| ClaimRequest {
+        event_id: id,
+        owner: "shardId-000000000000/7",
+        batch_first_sequence: "1",
+        now_secs: 0,
+        expires_at: 100,
+    };
+    {
+        let (store, _) = LocalClaimStore::open_with(dir.path(), 0, options).expect("open");
+        let reqs: Vec<_> = (1..=4).map(req).collect();
+        store.claim_all(&reqs).await.expect("claim 1-4");
+        // Four committed: three is the threshold, so all four went into the tree.
+        assert_eq!(store.ingestions(), 1);
+        store.claim(&req(5)).await.expect("claim 5");
+        store
+            .release(4, "shardId-000000000000/7")
+            .await
+            .expect("release 4");
+        assert_eq!(store.ingestions(), 1);
+    }
+    let (store, stats) = LocalClaimStore::open_with(dir.path(), 0, options).expect("reopen");
+    // Claim 5 and the release of 4 were only in the log.
+    assert_eq!(stats.replayed_from_log, 2);
+    assert_eq!(stats.live_claims, 4);
+    for id in [1, 2, 3, 5] {
+        assert!(
+            matches!(
+                store.claim(&req(id)).await.expect("claim"),
+                ClaimOutcome::Held(_)
+            ),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        store.claim(&req(4)).await.expect("claim 4"),
+        ClaimOutcome::Claimed {
+            took_over_expired: false
+        }
+    );
 }
