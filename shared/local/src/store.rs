@@ -65,8 +65,51 @@ struct ClaimItem {
 }
 
 /// A new claim's item, encoded straight from the request (no owned copy first).
-fn encode_claim(req: &ClaimRequest<'_>) -> Vec<u8> {
-    encode_item(req.owner, req.batch_first_sequence, req.expires_at, false)
+fn encode_claim(req: &ClaimRequest<'_>, first: &mut BatchFirst) -> Vec<u8> {
+    match first.pack(req.owner, req.batch_first_sequence) {
+        Some(packed) => packed.encode(req.expires_at, false),
+        None => encode_item(req.owner, req.batch_first_sequence, req.expires_at, false),
+    }
+}
+
+/// A batch's first sequence number, parsed once for all of the batch's claims.
+#[derive(Default)]
+struct BatchFirst {
+    text: String,
+    value: Option<u128>,
+}
+
+impl BatchFirst {
+    /// [`Packed::from_text`], reading only the digits after those the owner's
+    /// sequence shares with the batch's first one (two 38-digit parses were
+    /// most of a claim's encoding).
+    fn pack(&mut self, owner: &str, batch_first: &str) -> Option<Packed> {
+        if self.text != batch_first {
+            self.text.clear();
+            self.text.push_str(batch_first);
+            self.value = plain_decimal(batch_first);
+        }
+        let first = self.value?;
+        let (shard, sequence) = split_owner(owner)?;
+        let (seq, start) = (sequence.as_bytes(), batch_first.as_bytes());
+        if seq.len() != start.len() {
+            return Packed::from_text(owner, batch_first);
+        }
+        let shared = seq.iter().zip(start).take_while(|(a, b)| a == b).count();
+        let tail = seq.len() - shared;
+        // No leading zero to check: a shared first digit is the batch's, and a
+        // sequence of the same length with a zero first is below the batch's
+        // first, so `checked_sub` refuses it.
+        if tail > 19 {
+            return Packed::from_text(owner, batch_first);
+        }
+        let back = decimal_u64(&seq[shared..])?.checked_sub(decimal_u64(&start[shared..])?)?;
+        Some(Packed {
+            shard,
+            sequence: first.checked_add(u128::from(back))?,
+            back,
+        })
+    }
 }
 
 /// Flag bits of an item's ninth byte. Items written before `SHARED_PREFIX`
@@ -115,16 +158,21 @@ fn decimal_u64(digits: &[u8]) -> Option<u64> {
     })
 }
 
+/// `shardId-<12 digits>/<sequence>`: the shard's number and the sequence's text.
+fn split_owner(owner: &str) -> Option<(u64, &str)> {
+    let rest = owner.strip_prefix(SHARD_PREFIX)?;
+    let (shard, sequence) = rest.split_once('/')?;
+    if shard.len() != SHARD_DIGITS {
+        return None;
+    }
+    Some((decimal_u64(shard.as_bytes())?, sequence))
+}
+
 impl Packed {
     /// Only when the text is exactly what [`Packed::owner`] and
     /// [`Packed::batch_first`] write back.
     fn from_text(owner: &str, batch_first: &str) -> Option<Packed> {
-        let rest = owner.strip_prefix(SHARD_PREFIX)?;
-        let (shard, sequence) = rest.split_once('/')?;
-        if shard.len() != SHARD_DIGITS || !shard.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let shard = shard.parse().ok()?;
+        let (shard, sequence) = split_owner(owner)?;
         let sequence = plain_decimal(sequence)?;
         let back = u64::try_from(sequence.checked_sub(plain_decimal(batch_first)?)?).ok()?;
         Some(Packed {
@@ -132,6 +180,14 @@ impl Packed {
             sequence,
             back,
         })
+    }
+
+    fn encode(&self, expires_at: i64, delivered: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 1 + 10 + 16 + 10);
+        out.extend_from_slice(&expires_at.to_be_bytes());
+        out.push(PACKED | if delivered { DELIVERED } else { 0 });
+        self.write(&mut out);
+        out
     }
 
     fn owner(&self) -> String {
@@ -204,14 +260,10 @@ fn owner_sequence(owner: &[u8]) -> &[u8] {
 /// digits; storing them once keeps a claim about 30 bytes shorter, bytes the
 /// journal, the memtable, the flushes and the compactions all copy.
 fn encode_item(owner: &str, batch_first: &str, expires_at: i64, delivered: bool) -> Vec<u8> {
-    let delivered = if delivered { DELIVERED } else { 0 };
     if let Some(packed) = Packed::from_text(owner, batch_first) {
-        let mut out = Vec::with_capacity(8 + 1 + 10 + 16 + 10);
-        out.extend_from_slice(&expires_at.to_be_bytes());
-        out.push(PACKED | delivered);
-        packed.write(&mut out);
-        return out;
+        return packed.encode(expires_at, delivered);
     }
+    let delivered = if delivered { DELIVERED } else { 0 };
     let owner = owner.as_bytes();
     let len = u16::try_from(owner.len()).unwrap_or(u16::MAX);
     let owner = &owner[..usize::from(len)];
@@ -615,6 +667,7 @@ impl LocalClaimStore {
         index: &mut Index,
         req: &ClaimRequest<'_>,
         generation: u64,
+        first: &mut BatchFirst,
     ) -> Result<ClaimOutcome, StoreError> {
         let previous = match self.existing_claim(index, req.event_id)? {
             Some(item) if item.expires_at >= req.now_secs => return Ok(item.into_held()),
@@ -623,7 +676,7 @@ impl LocalClaimStore {
         index.seen.insert(req.event_id);
         index
             .pending
-            .insert(req.event_id, (encode_claim(req), generation));
+            .insert(req.event_id, (encode_claim(req, first), generation));
         self.claims_made.fetch_add(1, Ordering::Relaxed);
         Ok(ClaimOutcome::Claimed {
             took_over_expired: previous.is_some(),
@@ -706,7 +759,10 @@ impl ClaimStore for LocalClaimStore {
                 return Err(StoreError::Failed);
             }
             let generation = index.open_generation;
-            (self.claim_in(&mut index, req, generation)?, generation)
+            (
+                self.claim_in(&mut index, req, generation, &mut BatchFirst::default())?,
+                generation,
+            )
         };
         if matches!(outcome, ClaimOutcome::Claimed { .. }) {
             self.make_durable(generation).await?;
@@ -725,9 +781,10 @@ impl ClaimStore for LocalClaimStore {
                 return Err(StoreError::Failed);
             }
             let generation = index.open_generation;
+            let mut first = BatchFirst::default();
             let outcomes = reqs
                 .iter()
-                .map(|req| self.claim_in(&mut index, req, generation))
+                .map(|req| self.claim_in(&mut index, req, generation, &mut first))
                 .collect::<Result<Vec<_>, _>>()?;
             (outcomes, generation)
         };
@@ -908,6 +965,52 @@ mod tests {
         }
         assert_eq!(plain_decimal(&"9".repeat(38)), Some(10u128.pow(38) - 1));
         assert_eq!(plain_decimal("0"), Some(0));
+    }
+
+    #[test]
+    fn a_batchs_claims_pack_as_a_full_parse_of_each_owner_does() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let digits = |rng: &mut fastrand::Rng, n: usize| -> String {
+            (0..n).map(|_| rng.digit(10)).collect()
+        };
+        let mut first = BatchFirst::default();
+        for _ in 0..20_000 {
+            let len = rng.usize(1..=40);
+            let start = digits(&mut rng, len);
+            // Mostly sequences that share a prefix with the batch's first, as a
+            // batch's do; sometimes any digits, a leading zero or another length.
+            let sequence = match rng.u8(0..4) {
+                0 => {
+                    let n = rng.usize(1..=40);
+                    digits(&mut rng, n)
+                }
+                1 => format!("0{}", &start[1.min(start.len())..]),
+                _ => {
+                    let keep = rng.usize(0..=len);
+                    format!("{}{}", &start[..keep], digits(&mut rng, len - keep))
+                }
+            };
+            let owner = format!("shardId-{:012}/{sequence}", rng.u64(..1_000_000_000_000));
+            assert_eq!(
+                first.pack(&owner, &start),
+                Packed::from_text(&owner, &start),
+                "{owner} {start}"
+            );
+        }
+        for (owner, start) in [
+            ("shardId-000000000003/49001", "49000"),
+            ("shardId-000000000003/49000", "49001"),
+            ("shardId-00000000003/49001", "49000"),
+            ("shardId-000000000003/4900x", "49000"),
+            ("shardId-000000000003/049001", "049000"),
+            ("shardId-000000000003/1", "0"),
+        ] {
+            assert_eq!(
+                first.pack(owner, start),
+                Packed::from_text(owner, start),
+                "{owner} {start}"
+            );
+        }
     }
 
     #[test]
