@@ -20,7 +20,52 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// A claim as a log entry: its item, or `None` for a deleted claim.
-pub(crate) type Entry = Option<Vec<u8>>;
+pub(crate) type Entry = Option<ItemBytes>;
+
+/// Bytes kept inline: every packed claim (at most 41 bytes) fits.
+const INLINE: usize = 46;
+
+/// An encoded claim item, inline up to [`INLINE`] bytes: a claim waiting in
+/// memory costs no allocation of its own (and no free when it is ingested).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum ItemBytes {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl ItemBytes {
+    pub(crate) fn new(item: &[u8]) -> Self {
+        let mut bytes = [0u8; INLINE];
+        match bytes.get_mut(..item.len()) {
+            Some(inline) => {
+                inline.copy_from_slice(item);
+                // At most INLINE (46) bytes here.
+                ItemBytes::Inline {
+                    len: item.len() as u8,
+                    bytes,
+                }
+            }
+            None => ItemBytes::Heap(item.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for ItemBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            ItemBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            ItemBytes::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl std::fmt::Debug for ItemBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
 
 const HEADER: usize = 4 + 8;
 const DELETED: u32 = u32::MAX;
@@ -170,7 +215,7 @@ fn parse_entry(bytes: &[u8]) -> Option<((i64, Entry), &[u8])> {
         return Some(((id, None), &bytes[12..]));
     }
     let end = 12usize.checked_add(len as usize)?;
-    let item = bytes.get(12..end)?.to_vec();
+    let item = ItemBytes::new(bytes.get(12..end)?);
     Some(((id, Some(item)), &bytes[end..]))
 }
 
@@ -281,6 +326,16 @@ mod tests {
     }
 
     #[test]
+    fn items_read_back_the_same_inline_or_on_the_heap() {
+        for len in [0, 1, INLINE - 1, INLINE, INLINE + 1, 300] {
+            let item: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let kept = ItemBytes::new(&item);
+            assert_eq!(&*kept, item.as_slice(), "{len}");
+            assert_eq!(matches!(kept, ItemBytes::Inline { .. }), len <= INLINE);
+        }
+    }
+
+    #[test]
     fn commits_replay_in_order_and_the_last_entry_for_an_id_wins() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = ClaimLog::create(dir.path(), 1).expect("create");
@@ -294,9 +349,9 @@ mod tests {
         assert_eq!(got.torn_frames, 0);
         let want: HashMap<i64, Entry> = [
             (1, None),
-            (2, Some(b"b".to_vec())),
-            (3, Some(Vec::new())),
-            (-7, Some(vec![0xff; 300])),
+            (2, Some(ItemBytes::new(b"b"))),
+            (3, Some(ItemBytes::new(b""))),
+            (-7, Some(ItemBytes::new(&[0xff; 300]))),
         ]
         .into_iter()
         .collect();
@@ -318,7 +373,7 @@ mod tests {
             std::fs::write(log_path(dir.path(), 5), &full[..cut]).expect("write");
             let got = recover(dir.path()).expect("recover");
             assert_eq!(got.entries.len(), 1, "cut at {cut}");
-            assert_eq!(got.entries.get(&1), Some(&Some(b"kept".to_vec())));
+            assert_eq!(got.entries.get(&1), Some(&Some(ItemBytes::new(b"kept"))));
             assert_eq!(got.torn_frames, 1);
         }
         let mut flipped = full.clone();

@@ -29,7 +29,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use sightline_core::ports::{Checkpoint, ClaimOutcome, ClaimRequest, ClaimStore, ExistingClaim};
 use sightline_core::retry::{Classify, ErrorClass};
 
-use crate::claim_log::{self, ClaimLog, Entry, Frame, LogError};
+use crate::claim_log::{self, ClaimLog, Entry, Frame, ItemBytes, LogError};
 use crate::seen::SeenIds;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,10 +65,19 @@ struct ClaimItem {
 }
 
 /// A new claim's item, encoded straight from the request (no owned copy first).
-fn encode_claim(req: &ClaimRequest<'_>, first: &mut BatchFirst) -> Vec<u8> {
+fn encode_claim(req: &ClaimRequest<'_>, first: &mut BatchFirst) -> ItemBytes {
     match first.pack(req.owner, req.batch_first_sequence) {
-        Some(packed) => packed.encode(req.expires_at, false),
-        None => encode_item(req.owner, req.batch_first_sequence, req.expires_at, false),
+        Some(packed) => {
+            first.scratch.clear();
+            packed.write_item(&mut first.scratch, req.expires_at, false);
+            ItemBytes::new(&first.scratch)
+        }
+        None => ItemBytes::new(&encode_item(
+            req.owner,
+            req.batch_first_sequence,
+            req.expires_at,
+            false,
+        )),
     }
 }
 
@@ -77,6 +86,8 @@ fn encode_claim(req: &ClaimRequest<'_>, first: &mut BatchFirst) -> Vec<u8> {
 struct BatchFirst {
     text: String,
     value: Option<u128>,
+    /// Reused for each claim's encoding.
+    scratch: Vec<u8>,
 }
 
 impl BatchFirst {
@@ -182,12 +193,11 @@ impl Packed {
         })
     }
 
-    fn encode(&self, expires_at: i64, delivered: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + 1 + 10 + 16 + 10);
+    /// The whole item: expiry, flags, then the numbers.
+    fn write_item(&self, out: &mut Vec<u8>, expires_at: i64, delivered: bool) {
         out.extend_from_slice(&expires_at.to_be_bytes());
         out.push(PACKED | if delivered { DELIVERED } else { 0 });
-        self.write(&mut out);
-        out
+        self.write(out);
     }
 
     fn owner(&self) -> String {
@@ -261,7 +271,9 @@ fn owner_sequence(owner: &[u8]) -> &[u8] {
 /// journal, the memtable, the flushes and the compactions all copy.
 fn encode_item(owner: &str, batch_first: &str, expires_at: i64, delivered: bool) -> Vec<u8> {
     if let Some(packed) = Packed::from_text(owner, batch_first) {
-        return packed.encode(expires_at, delivered);
+        let mut out = Vec::with_capacity(8 + 1 + 10 + 16 + 10);
+        packed.write_item(&mut out, expires_at, delivered);
+        return out;
     }
     let delivered = if delivered { DELIVERED } else { 0 };
     let owner = owner.as_bytes();
@@ -361,8 +373,18 @@ const BLOCK_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 const CLAIM_LOG_DIR: &str = "claim-log";
 
 /// Committed claims gathered before they are written into the tree as one
-/// table. Measured in docs/benchmarks.md.
-pub const INGEST_EVERY_CLAIMS: usize = 1 << 17;
+/// table. With room for one more commit's claims on top (a sixth more), the
+/// hash table is 2^18 slots, which it would be from 2^17 claims anyway; two
+/// such tables, recycled, hold the claims not yet in the tree (about 30 MB).
+/// Measured in docs/benchmarks.md.
+pub const INGEST_EVERY_CLAIMS: usize = 3 << 16;
+
+/// Slots for a table of committed claims: the threshold and a commit more, so
+/// it never grows (growing one allocates and frees megabytes at a time, which
+/// glibc's arenas keep).
+fn table_capacity(ingest_every: usize) -> usize {
+    ingest_every.saturating_add(ingest_every / 6)
+}
 
 /// How the store batches its work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,11 +411,13 @@ struct Index {
     seen: SeenIds,
     /// Claims made but not yet committed (the encoded item), with the generation
     /// that commits them.
-    pending: HashMap<i64, (Vec<u8>, u64)>,
+    pending: HashMap<i64, (ItemBytes, u64)>,
     /// Committed to the log since the last ingestion began.
     committed: Table,
     /// Being written into the tree; read until it is there.
     ingesting: Option<Arc<Table>>,
+    /// The last table ingested, emptied, to be the next `committed`.
+    spare: Option<Table>,
     /// Generation the next claim joins.
     open_generation: u64,
     failed: bool,
@@ -437,7 +461,7 @@ fn ingest(claims: &Keyspace, table: &Table) -> Result<(), StoreError> {
     let mut ingestion = claims.start_ingestion()?;
     for (id, entry) in sorted {
         match entry {
-            Some(item) => ingestion.write(claim_key(*id), item.as_slice())?,
+            Some(item) => ingestion.write(claim_key(*id), &item[..])?,
             None => ingestion.write_tombstone(claim_key(*id))?,
         }
     }
@@ -515,8 +539,9 @@ impl LocalClaimStore {
             index: Mutex::new(Index {
                 seen,
                 pending: HashMap::new(),
-                committed: HashMap::new(),
+                committed: HashMap::with_capacity(table_capacity(options.ingest_every)),
                 ingesting: None,
+                spare: None,
                 open_generation: 1,
                 failed: false,
             }),
@@ -588,7 +613,7 @@ impl LocalClaimStore {
             let mut ids = Vec::with_capacity(index.pending.len());
             for (id, (item, g)) in &index.pending {
                 if *g <= sealed {
-                    frame.push(*id, Some(item));
+                    frame.push(*id, Some(&item[..]));
                     ids.push(*id);
                 }
             }
@@ -622,7 +647,10 @@ impl LocalClaimStore {
             }
             self.durable.store(sealed, Ordering::Release);
             if index.ingesting.is_none() && index.committed.len() >= self.options.ingest_every {
-                let table = Arc::new(std::mem::take(&mut index.committed));
+                let next = index.spare.take().unwrap_or_else(|| {
+                    HashMap::with_capacity(table_capacity(self.options.ingest_every))
+                });
+                let table = Arc::new(std::mem::replace(&mut index.committed, next));
                 index.ingesting = Some(table.clone());
                 Some(table)
             } else {
@@ -636,13 +664,13 @@ impl LocalClaimStore {
         // the table being ingested (and tables ingested before it).
         let closed = log.rotate().inspect_err(|_| self.fail());
         drop(log);
-        self.finish_ingestion(&table, closed?)
+        self.finish_ingestion(table, closed?)
     }
 
     /// Writes a sealed table into the tree, then deletes the logs that held it.
     /// Other shards go on committing to the next log meanwhile.
-    fn finish_ingestion(&self, table: &Table, closed_log: u64) -> Result<(), StoreError> {
-        let result = ingest(&self.claims, table)
+    fn finish_ingestion(&self, table: Arc<Table>, closed_log: u64) -> Result<(), StoreError> {
+        let result = ingest(&self.claims, &table)
             .and_then(|()| Ok(claim_log::remove_through(&self.log_dir, closed_log)?));
         if result.is_err() {
             // The claims stay readable from `ingesting`, and durable in the logs.
@@ -650,7 +678,13 @@ impl LocalClaimStore {
             return result;
         }
         self.ingestions.fetch_add(1, Ordering::Relaxed);
-        self.index()?.ingesting = None;
+        let mut index = self.index()?;
+        index.ingesting = None;
+        // Readers reach the table only through `ingesting`: this is the last handle.
+        if let Ok(mut emptied) = Arc::try_unwrap(table) {
+            emptied.clear();
+            index.spare = Some(emptied);
+        }
         Ok(())
     }
 
@@ -728,7 +762,7 @@ impl LocalClaimStore {
             return Ok(());
         }
         let keep = change(&mut item);
-        let entry = keep.then(|| item.encode());
+        let entry = keep.then(|| ItemBytes::new(&item.encode()));
         let mut frame = Frame::with_capacity(1);
         frame.push(event_id, entry.as_deref());
         log.append(&mut frame)?;
