@@ -430,7 +430,7 @@ fn read_input(
 ) -> io::Result<()> {
     let shards = senders.len();
     let ids: Vec<String> = (0..shards).map(shard_id).collect();
-    let mut positions = vec![0u64; shards];
+    let mut sequences: Vec<_> = (0..shards).map(|shard| space.counter(shard, 0)).collect();
     let mut batches: Vec<Vec<InputRecord>> = (0..shards)
         .map(|_| Vec::with_capacity(batch_size))
         .collect();
@@ -453,11 +453,10 @@ fn read_input(
         let shard = shard_for_key(partition_key(&line), shards);
         let record = InputRecord {
             shard_id: ids[shard].clone(),
-            sequence_number: space.sequence(shard, positions[shard]),
+            sequence_number: sequences[shard].next(),
             arrival_ms: clock.now_ms(),
             data: line.clone(),
         };
-        positions[shard] += 1;
         counters.read_lines.fetch_add(1, Ordering::Relaxed);
         batches[shard].push(record);
         if batches[shard].len() >= batch_size {
