@@ -19,7 +19,6 @@
 //! the existing one expired (`expires_at < now`); otherwise the live claim comes
 //! back untouched. Expired claims are dropped when the store opens (the TTL).
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +28,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use sightline_core::ports::{Checkpoint, ClaimOutcome, ClaimRequest, ClaimStore, ExistingClaim};
 use sightline_core::retry::{Classify, ErrorClass};
 
-use crate::claim_log::{self, ClaimLog, Entry, Frame, ItemBytes, LogError};
+use crate::claim_log::{self, ClaimLog, Entry, Frame, IdMap, ItemBytes, LogError, Table};
 use crate::seen::SeenIds;
 
 #[derive(Debug, thiserror::Error)]
@@ -402,16 +401,12 @@ impl Default for StoreOptions {
     }
 }
 
-/// Claims in the log but not yet in the tree: `None` for a deleted claim,
-/// which hides the tree's item.
-type Table = HashMap<i64, Entry>;
-
 struct Index {
     /// Ids that may hold a claim (a "maybe" is confirmed by reading it).
     seen: SeenIds,
     /// Claims made but not yet committed (the encoded item), with the generation
     /// that commits them.
-    pending: HashMap<i64, (ItemBytes, u64)>,
+    pending: IdMap<(ItemBytes, u64)>,
     /// Committed to the log since the last ingestion began.
     committed: Table,
     /// Being written into the tree; read until it is there.
@@ -538,8 +533,11 @@ impl LocalClaimStore {
             meta,
             index: Mutex::new(Index {
                 seen,
-                pending: HashMap::new(),
-                committed: HashMap::with_capacity(table_capacity(options.ingest_every)),
+                pending: IdMap::default(),
+                committed: Table::with_capacity_and_hasher(
+                    table_capacity(options.ingest_every),
+                    Default::default(),
+                ),
                 ingesting: None,
                 spare: None,
                 open_generation: 1,
@@ -648,7 +646,10 @@ impl LocalClaimStore {
             self.durable.store(sealed, Ordering::Release);
             if index.ingesting.is_none() && index.committed.len() >= self.options.ingest_every {
                 let next = index.spare.take().unwrap_or_else(|| {
-                    HashMap::with_capacity(table_capacity(self.options.ingest_every))
+                    Table::with_capacity_and_hasher(
+                        table_capacity(self.options.ingest_every),
+                        Default::default(),
+                    )
                 });
                 let table = Arc::new(std::mem::replace(&mut index.committed, next));
                 index.ingesting = Some(table.clone());
