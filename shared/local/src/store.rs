@@ -470,6 +470,8 @@ impl LocalClaimStore {
         Self::open_with(dir, now_secs, StoreOptions::default())
     }
 
+    /// [`LocalClaimStore::open`], with the claims' batching chosen (the tests
+    /// write every few claims into the tree).
     pub fn open_with(
         dir: &Path,
         now_secs: i64,
