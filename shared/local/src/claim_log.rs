@@ -141,17 +141,18 @@ impl Frame {
 
 /// Catches a torn or zero-filled tail; not a cryptographic check.
 fn checksum(bytes: &[u8]) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h = K ^ bytes.len() as u64;
+    let mut h = MIX ^ bytes.len() as u64;
     let mut words = bytes.chunks_exact(8);
     for word in &mut words {
         let mut w = [0u8; 8];
         w.copy_from_slice(word);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(31);
+        h = (h ^ u64::from_le_bytes(w))
+            .wrapping_mul(MIX)
+            .rotate_left(31);
     }
     let mut tail = [0u8; 8];
     tail[..words.remainder().len()].copy_from_slice(words.remainder());
-    h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(MIX);
     h ^ (h >> 29)
 }
 
@@ -341,9 +342,7 @@ pub(crate) fn remove_through(dir: &Path, through: u64) -> Result<(), LogError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(LogError::at(dir))
+    crate::sync_dir(dir).map_err(LogError::at(dir))
 }
 
 #[cfg(test)]

@@ -658,9 +658,7 @@ fn open_spool(path: &Path) -> Result<File, LakeError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LakeError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_at(dir))
+    crate::sync_dir(dir).map_err(io_at(dir))
 }
 
 impl EventSink for LakeSink {

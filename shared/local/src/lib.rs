@@ -20,3 +20,8 @@ pub mod store;
 pub mod stream;
 
 pub use run::{RunConfig, RunError, RunSummary, run};
+
+/// Makes the entries of `dir` (files created, renamed or removed) durable.
+pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
+}

@@ -71,7 +71,7 @@ fn encode_claim(req: &ClaimRequest<'_>, first: &mut BatchFirst) -> ItemBytes {
             packed.write_item(&mut first.scratch, req.expires_at, false);
             ItemBytes::new(&first.scratch)
         }
-        None => ItemBytes::new(&encode_item(
+        None => ItemBytes::new(&encode_text_item(
             req.owner,
             req.batch_first_sequence,
             req.expires_at,
@@ -103,7 +103,7 @@ impl BatchFirst {
         let (shard, sequence) = split_owner(owner)?;
         let (seq, start) = (sequence.as_bytes(), batch_first.as_bytes());
         if seq.len() != start.len() {
-            return Packed::from_text(owner, batch_first);
+            return Packed::from_numbers(shard, plain_decimal(sequence)?, first);
         }
         let shared = seq.iter().zip(start).take_while(|(a, b)| a == b).count();
         let tail = seq.len() - shared;
@@ -111,7 +111,7 @@ impl BatchFirst {
         // sequence of the same length with a zero first is below the batch's
         // first, so `checked_sub` refuses it.
         if tail > 19 {
-            return Packed::from_text(owner, batch_first);
+            return Packed::from_numbers(shard, plain_decimal(sequence)?, first);
         }
         let back = decimal_u64(&seq[shared..])?.checked_sub(decimal_u64(&start[shared..])?)?;
         Some(Packed {
@@ -183,8 +183,12 @@ impl Packed {
     /// [`Packed::batch_first`] write back.
     fn from_text(owner: &str, batch_first: &str) -> Option<Packed> {
         let (shard, sequence) = split_owner(owner)?;
-        let sequence = plain_decimal(sequence)?;
-        let back = u64::try_from(sequence.checked_sub(plain_decimal(batch_first)?)?).ok()?;
+        Packed::from_numbers(shard, plain_decimal(sequence)?, plain_decimal(batch_first)?)
+    }
+
+    /// When the batch's first sequence is at most `u64::MAX` before the owner's.
+    fn from_numbers(shard: u64, sequence: u128, batch_first: u128) -> Option<Packed> {
+        let back = u64::try_from(sequence.checked_sub(batch_first)?).ok()?;
         Some(Packed {
             shard,
             sequence,
@@ -267,13 +271,20 @@ fn owner_sequence(owner: &[u8]) -> &[u8] {
 ///
 /// A batch's first sequence number and the record's own share most of their
 /// digits; storing them once keeps a claim about 30 bytes shorter, bytes the
-/// journal, the memtable, the flushes and the compactions all copy.
+/// log, the tree's tables and their compactions all copy.
 fn encode_item(owner: &str, batch_first: &str, expires_at: i64, delivered: bool) -> Vec<u8> {
-    if let Some(packed) = Packed::from_text(owner, batch_first) {
-        let mut out = Vec::with_capacity(8 + 1 + 10 + 16 + 10);
-        packed.write_item(&mut out, expires_at, delivered);
-        return out;
+    match Packed::from_text(owner, batch_first) {
+        Some(packed) => {
+            let mut out = Vec::with_capacity(8 + 1 + 10 + 16 + 10);
+            packed.write_item(&mut out, expires_at, delivered);
+            out
+        }
+        None => encode_text_item(owner, batch_first, expires_at, delivered),
     }
+}
+
+/// The text form of [`encode_item`], for owners [`Packed`] cannot hold.
+fn encode_text_item(owner: &str, batch_first: &str, expires_at: i64, delivered: bool) -> Vec<u8> {
     let delivered = if delivered { DELIVERED } else { 0 };
     let owner = owner.as_bytes();
     let len = u16::try_from(owner.len()).unwrap_or(u16::MAX);

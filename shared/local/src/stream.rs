@@ -67,14 +67,12 @@ impl SequenceSpace {
     pub const LEN: usize = 2 + 12 + 4 + 20;
 
     /// The `position`-th record of `shard` (0-based).
-    ///
-    /// Built digit by digit: one per input line, and `format!`'s zero padding
-    /// was 7 % of a run's CPU.
     pub fn sequence(&self, shard: usize, position: u64) -> String {
         self.counter(shard, position).next()
     }
 
     /// `shard`'s sequence numbers from `position` on, one after the other.
+    /// Built digit by digit: `format!`'s zero padding was 7 % of a run's CPU.
     pub fn counter(&self, shard: usize, position: u64) -> SequenceCounter {
         let mut digits = [b'0'; Self::LEN];
         digits[..2].copy_from_slice(b"49");
